@@ -1,0 +1,4 @@
+"""The multi-task face model."""
+from .face_model import ExportWrapper, FaceModel
+
+__all__ = ["FaceModel", "ExportWrapper"]

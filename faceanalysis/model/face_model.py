@@ -1,0 +1,76 @@
+"""FaceModel: image encoder + task tokens + two-way decoder + pixel decoder + one head per task."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..tasks import HeadInputs, get_tasks
+from .image_encoder import ImageEncoder
+from .pixel_decoder import PixelDecoder
+from .transformer import TwoWayTransformer
+
+
+class FaceModel(nn.Module):
+    """All six tasks in one forward pass.
+
+    Input: ``(B, 3, S, S)`` normalised aligned crops. Output: a dict of named tensors, see each task's
+    ``outputs`` (``raw=True`` gives the pre-activation values the losses use).
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tasks = get_tasks(cfg.tasks)
+        d = cfg.embed_dim
+        self.encoder = ImageEncoder(
+            input_size=cfg.input_size, stem_channels=cfg.stem_channels, embed_dim=d, depth=cfg.depth,
+            num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio, drop_path_rate=cfg.drop_path_rate,
+        )
+        self.token_counts = [t.num_tokens for t in self.tasks]
+        self.task_tokens = nn.Parameter(torch.randn(1, sum(self.token_counts), d) * 0.02)
+        grid = cfg.input_size // 16
+        self.image_pe = nn.Parameter(torch.randn(1, grid * grid, d) * 0.02)
+        self.decoder = TwoWayTransformer(dim=d, depth=cfg.decoder_depth, num_heads=cfg.decoder_heads,
+                                         mlp_dim=cfg.decoder_mlp_dim)
+        self.pixel_decoder = PixelDecoder(embed_dim=d, skip_channels=cfg.stem_channels[:3], out_dim=cfg.pixel_dim)
+        self.heads = nn.ModuleDict({t.name: t.build_head(cfg) for t in self.tasks})
+
+    @property
+    def output_names(self) -> list[str]:
+        return [name for t in self.tasks for name in t.outputs]
+
+    def forward(self, x: torch.Tensor, tasks: Iterable[str] | None = None, raw: bool = False) -> dict[str, torch.Tensor]:
+        wanted = set(tasks) if tasks is not None else None
+        face, skips = self.encoder(x)
+        b, n, d = face.shape
+        tokens = self.task_tokens.expand(b, -1, -1)
+        tokens, face = self.decoder(tokens, face, self.task_tokens, self.image_pe)
+        needs_pixels = any(t.name in ("parsing", "landmarks") and (wanted is None or t.name in wanted)
+                           for t in self.tasks)
+        pixels = None
+        if needs_pixels:
+            g = self.cfg.input_size // 16
+            pixels = self.pixel_decoder(face.transpose(1, 2).reshape(b, d, g, g), skips)
+        out: dict[str, torch.Tensor] = {}
+        for task, tok in zip(self.tasks, tokens.split(self.token_counts, dim=1)):
+            if wanted is not None and task.name not in wanted:
+                continue
+            r = task.head_forward(self.heads[task.name], HeadInputs(tokens=tok, image=face, pixels=pixels))
+            out.update(r if raw else task.activate(r))
+        return out
+
+
+class ExportWrapper(nn.Module):
+    """Tuple-returning wrapper with a fixed output order, for tracing exporters."""
+
+    def __init__(self, model: FaceModel) -> None:
+        super().__init__()
+        self.model = model
+        self.names = model.output_names
+
+    def forward(self, x: torch.Tensor):
+        out = self.model(x)
+        return tuple(out[n] for n in self.names)

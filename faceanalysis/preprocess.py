@@ -1,0 +1,116 @@
+"""The one preprocessing path: image input -> RGB uint8, aligned crops -> normalised tensors."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any, Union
+
+import cv2
+import numpy as np
+import torch
+
+from . import align
+from .config import PreprocessConfig
+from .errors import FaceAnalysisError
+
+ImageInput = Union[str, Path, bytes, np.ndarray, Any]  # Any: PIL.Image.Image
+
+
+def to_tensor(crops: np.ndarray, pre: PreprocessConfig) -> torch.Tensor:
+    """``(N, S, S, 3)`` uint8 RGB crops -> ``(N, 3, S, S)`` float32, normalised with ``pre.mean/std``."""
+    x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(pre.mean).view(1, 3, 1, 1)
+    std = torch.tensor(pre.std).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def normalise_array(crops: np.ndarray, pre: PreprocessConfig) -> np.ndarray:
+    """Numpy twin of :func:`to_tensor` (for ONNX / TFLite runtimes): ``(N, 3, S, S)`` float32."""
+    x = crops.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+    return ((x - np.array(pre.mean, np.float32)[:, None, None]) / np.array(pre.std, np.float32)[:, None, None]).astype(np.float32)
+
+
+def crop_faces(image: np.ndarray, kps5_list: list[np.ndarray], pre: PreprocessConfig) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Aligned crops ``(N, S, S, 3)`` and their source->crop matrices for each face's 5 key points."""
+    mats = [align.alignment_matrix(k, pre) for k in kps5_list]
+    crops = [align.warp_image(image, m, pre) for m in mats]
+    s = pre.input_size
+    return (np.stack(crops) if crops else np.zeros((0, s, s, 3), np.uint8)), mats
+
+
+def load_image(image: ImageInput) -> np.ndarray:
+    """Any supported input -> HxWx3 uint8 RGB (a copy; the caller's data is never modified).
+
+    Accepts a path, encoded bytes, a PIL image or a numpy array (HxW grey, HxWx1, HxWx3 RGB, HxWx4 RGBA;
+    uint8, uint16 (scaled to 8 bit) or float in [0, 1]). Raises :class:`FaceAnalysisError` otherwise.
+    """
+    if isinstance(image, (str, Path)):
+        path = Path(image)
+        if not path.exists():
+            raise FaceAnalysisError(f"image file {path} does not exist")
+        if path.is_dir():
+            raise FaceAnalysisError(f"{path} is a folder, not an image file")
+        data = path.read_bytes()
+        if not data:
+            raise FaceAnalysisError(f"image file {path} is empty")
+        return _decode(data, str(path))
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        if len(image) == 0:
+            raise FaceAnalysisError("image bytes are empty")
+        return _decode(bytes(image), "image bytes")
+    if hasattr(image, "mode") and hasattr(image, "size") and hasattr(image, "convert"):  # PIL
+        return from_array(np.asarray(image.convert("RGBA" if "A" in image.mode else "RGB")))
+    if isinstance(image, np.ndarray):
+        return from_array(image)
+    if isinstance(image, torch.Tensor):
+        raise FaceAnalysisError("torch tensors are not accepted: pass image.numpy() as HxWx3 uint8 RGB")
+    raise FaceAnalysisError(f"unsupported image type {type(image).__name__}; pass a path, bytes, PIL image or numpy array")
+
+
+def _decode(data: bytes, name: str) -> np.ndarray:
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        try:  # formats OpenCV lacks
+            from PIL import Image
+
+            with Image.open(io.BytesIO(data)) as im:
+                return load_image(im)
+        except Exception as err:  # noqa: BLE001 - any decoder failure means the same thing
+            raise FaceAnalysisError(f"cannot decode {name}: not an image, or the file is corrupt/truncated") from err
+    if arr.ndim == 3 and arr.shape[2] >= 3:
+        arr = arr[:, :, [2, 1, 0] + ([3] if arr.shape[2] == 4 else [])]  # BGR(A) -> RGB(A)
+    return from_array(arr)
+
+
+def from_array(arr: np.ndarray) -> np.ndarray:
+    """Validate and convert a numpy image to HxWx3 uint8 RGB (always a new array)."""
+    if arr.dtype == object or arr.dtype.kind not in "uifb":
+        raise FaceAnalysisError(f"image array has unsupported dtype {arr.dtype}; use uint8 RGB")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise FaceAnalysisError(f"image array has shape {arr.shape}; expected HxW, HxWx3 (RGB) or HxWx4 (RGBA)")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise FaceAnalysisError(f"image array is empty (shape {arr.shape})")
+    if arr.dtype == np.uint8:
+        out = arr.copy()
+    elif arr.dtype == np.uint16:
+        out = (arr.astype(np.uint32) // 257).astype(np.uint8)
+    elif arr.dtype.kind == "f":
+        if not np.isfinite(arr).all():
+            raise FaceAnalysisError("float image contains NaN or infinity")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < 0 or hi > 1.0:
+            raise FaceAnalysisError(f"float image values must lie in [0, 1] (got {lo:.3g}..{hi:.3g}); "
+                                    "for 0-255 data pass uint8")
+        out = np.round(arr * 255).astype(np.uint8)
+    elif arr.dtype == np.bool_:
+        raise FaceAnalysisError("boolean arrays are masks, not images; pass uint8 RGB")
+    else:
+        raise FaceAnalysisError(f"image array has unsupported dtype {arr.dtype}; use uint8 (or uint16, float in [0, 1])")
+    if out.ndim == 2:
+        out = np.repeat(out[:, :, None], 3, 2)
+    elif out.shape[2] == 4:
+        rgb, a = out[:, :, :3].astype(np.float32), out[:, :, 3:].astype(np.float32) / 255.0
+        out = np.round(rgb * a + 255.0 * (1 - a)).astype(np.uint8)  # composite over white
+    return np.ascontiguousarray(out)

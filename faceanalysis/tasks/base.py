@@ -1,0 +1,129 @@
+"""The task interface and registry.
+
+A task owns everything about itself: how many decoder tokens it gets, its head, how its raw head
+outputs become user-facing values (inside the exported graph), its loss, how its labels move under
+the alignment warp and a horizontal flip, how its outputs map back to the source image, and how it
+draws. The model, trainer, evaluator, exporter and demo loop over :data:`TASKS`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import ModelConfig, PreprocessConfig
+
+
+@dataclass
+class HeadInputs:
+    """What every head reads after the two-way decoder."""
+
+    tokens: torch.Tensor  # (B, num_tokens, D): this task's tokens
+    image: torch.Tensor  # (B, N, D): face tokens
+    pixels: torch.Tensor  # (B, C, S/2, S/2): pixel features
+
+
+@dataclass
+class Geometry:
+    """How one training sample was cropped: ``matrix`` maps source pixels to crop pixels (before the
+    optional horizontal ``flip`` of the crop); ``size`` is the crop side."""
+
+    matrix: np.ndarray
+    flip: bool
+    size: int
+
+
+class Task:
+    """Base class; subclasses set the class attributes and override what they need."""
+
+    name: ClassVar[str]
+    num_tokens: ClassVar[int] = 1
+    #: exported output name -> (shape after batch, meaning)
+    outputs: ClassVar[dict[str, tuple[str, str]]] = {}
+
+    def build_head(self, cfg: ModelConfig) -> nn.Module:
+        raise NotImplementedError
+
+    def head_forward(self, head: nn.Module, x: HeadInputs) -> dict[str, torch.Tensor]:
+        """Run this task's head; returns raw outputs by name."""
+        return {self.name: head(x)}
+
+    def activate(self, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Raw head outputs -> the exported, user-facing tensors (probabilities, degrees, pixels)."""
+        return raw
+
+    # ---- training ---------------------------------------------------------------------------
+    def empty_target(self, size: int) -> dict[str, np.ndarray]:
+        """A target with every value missing (NaN, or 255 for masks): masked out of the loss."""
+        raise NotImplementedError
+
+    def warp_target(self, target: dict[str, np.ndarray], geo: Geometry) -> dict[str, np.ndarray]:
+        """Move a source-image target into the crop (and flip it when ``geo.flip``)."""
+        return target
+
+    def loss(self, raw: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """Loss over the labelled samples of the batch, ``None`` when none is labelled."""
+        raise NotImplementedError
+
+    def metrics(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> dict[str, float]:
+        """Validation metrics over a whole set, both in the crop frame (labelled rows only)."""
+        return {}
+
+    # ---- inference --------------------------------------------------------------------------
+    def to_face(self, out: dict[str, np.ndarray], matrix: np.ndarray, image_shape: tuple[int, int],
+                pre: PreprocessConfig) -> dict[str, Any]:
+        """One face's outputs (crop frame) -> :class:`~faceanalysis.Face` fields (image frame)."""
+        raise NotImplementedError
+
+    def draw(self, canvas: np.ndarray, face: Any) -> None:
+        """Draw this task's result for ``face`` onto ``canvas`` (RGB uint8, in place)."""
+
+
+def finite_rows(x: torch.Tensor) -> torch.Tensor:
+    """Boolean ``(B,)``: rows whose values are all finite."""
+    return torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
+
+
+class MapHead(nn.Module):
+    """Spatial maps from tokens: each token's MLP output (a hypernetwork vector) dotted with the pixel
+    features, as in segment-anything's mask decoder. Used by parsing (one map per class) and landmarks
+    (one heatmap per point)."""
+
+    def __init__(self, dim: int, pixel_dim: int) -> None:
+        super().__init__()
+        from ..model.common import MLP
+
+        self.hyper = MLP(dim, dim, pixel_dim, num_layers=3)
+
+    def forward(self, x: HeadInputs) -> torch.Tensor:
+        w = self.hyper(x.tokens)  # (B, K, C)
+        b, c, h, wd = x.pixels.shape
+        return (w @ x.pixels.reshape(b, c, h * wd)).reshape(b, -1, h, wd)
+
+
+class VectorHead(nn.Module):
+    """A vector from a task's single token (optionally with mean-pooled face tokens)."""
+
+    def __init__(self, dim: int, out_dim: int, pool_image: bool = False) -> None:
+        super().__init__()
+        from ..model.common import MLP
+
+        self.pool_image = pool_image
+        self.mlp = MLP(dim * (2 if pool_image else 1), dim * 2, out_dim)
+
+    def forward(self, x: HeadInputs) -> torch.Tensor:
+        t = x.tokens[:, 0]
+        if self.pool_image:
+            t = torch.cat([t, x.image.mean(1)], dim=1)
+        return self.mlp(t)
+
+
+def masked_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor | None:
+    """Weighted mean, ``None`` when all weights are zero."""
+    total = weights.sum()
+    if total <= 0:
+        return None
+    return (values * weights).sum() / total

@@ -1,0 +1,142 @@
+"""Face parsing: 19 CelebAMask-HQ classes, per-pixel logits at half the crop resolution."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .. import align
+from ..config import ModelConfig, PreprocessConfig
+from .base import Geometry, HeadInputs, MapHead, Task
+
+CLASSES = (
+    "background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear",
+    "mouth", "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth",
+)
+#: class permutation under a horizontal flip (l_/r_ are the subject's sides)
+FLIP_PERM = np.array([0, 1, 2, 3, 5, 4, 7, 6, 9, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18])
+IGNORE = 255
+# colours for drawing (RGB), background transparent
+PALETTE = np.array(
+    [[0, 0, 0], [255, 204, 153], [255, 128, 0], [128, 128, 128], [0, 128, 255], [0, 200, 255], [128, 64, 0],
+     [180, 90, 20], [255, 0, 128], [255, 80, 160], [200, 0, 0], [255, 60, 60], [255, 100, 100], [90, 50, 20],
+     [0, 160, 0], [255, 255, 0], [255, 0, 255], [255, 230, 200], [0, 0, 200]], dtype=np.uint8)
+
+
+@dataclass
+class ParsingMask:
+    """A face's class-id mask in image coordinates, stored for the region ``box`` = (x0, y0, x1, y1)
+    (exclusive ends) that the face's crop covers; pixels outside it are background."""
+
+    mask: np.ndarray  # (y1 - y0, x1 - x0) uint8 class ids
+    box: tuple[int, int, int, int]
+    class_names: tuple[str, ...] = CLASSES
+
+    def full(self, shape: tuple[int, int]) -> np.ndarray:
+        """The mask pasted into an all-background image of ``shape`` (H, W)."""
+        out = np.zeros(shape[:2], np.uint8)
+        x0, y0, x1, y1 = self.box
+        out[y0:y1, x0:x1] = self.mask
+        return out
+
+    def area(self, name: str) -> int:
+        """Number of pixels of class ``name``."""
+        return int((self.mask == self.class_names.index(name)).sum())
+
+
+def parsing_scores(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore: int = IGNORE):
+    """Per-class F1 and IoU from TP/FP/FN accumulated over all pixels; also which classes occur in ``gt``.
+
+    Returns ``(f1, iou, present)``, each of length ``num_classes``.
+    """
+    valid = gt != ignore
+    p, g = pred[valid].astype(np.int64), gt[valid].astype(np.int64)
+    conf = np.bincount(g * num_classes + p, minlength=num_classes**2).reshape(num_classes, num_classes)
+    tp = np.diag(conf).astype(np.float64)
+    fp = conf.sum(0) - tp
+    fn = conf.sum(1) - tp
+    f1 = np.where(tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
+    iou = np.where(tp + fp + fn > 0, tp / np.maximum(tp + fp + fn, 1), 0.0)
+    return f1, iou, conf.sum(1) > 0
+
+
+class ParsingTask(Task):
+    name = "parsing"
+    num_tokens = len(CLASSES)
+    outputs = {"parsing": ("19 x S/2 x S/2", "per-class logits on the crop at half resolution; argmax = class id")}
+
+    def build_head(self, cfg: ModelConfig):
+        return MapHead(cfg.embed_dim, cfg.pixel_dim)
+
+    def head_forward(self, head, x: HeadInputs):
+        return {"parsing": head(x)}
+
+    def empty_target(self, size):
+        return {"mask": np.full((size, size), IGNORE, np.uint8)}
+
+    def warp_target(self, target, geo: Geometry):
+        mask = align.warp_mask(target["mask"], geo.matrix, geo.size, fill=IGNORE)
+        if geo.flip:
+            mask = mask[:, ::-1]
+            mask = np.where(mask == IGNORE, IGNORE, FLIP_PERM[np.minimum(mask, 18)]).astype(np.uint8)
+        return {"mask": np.ascontiguousarray(mask)}
+
+    def loss(self, raw, target):
+        mask = target["mask"].long()
+        keep = (mask != IGNORE).flatten(1).any(1)
+        if not keep.any():
+            return None
+        logits = F.interpolate(raw["parsing"][keep], size=mask.shape[-2:], mode="bilinear", align_corners=False)
+        mask = mask[keep]
+        ce = F.cross_entropy(logits.float(), mask, ignore_index=IGNORE)
+        # soft Dice over classes present in the batch (helps thin and rare classes)
+        valid = (mask != IGNORE).unsqueeze(1)
+        prob = logits.float().softmax(1) * valid
+        onehot = F.one_hot(mask.clamp(max=len(CLASSES) - 1), len(CLASSES)).permute(0, 3, 1, 2) * valid
+        inter = (prob * onehot).sum((0, 2, 3))
+        denom = prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
+        present = onehot.sum((0, 2, 3)) > 0
+        dice = 1 - (2 * inter[present] + 1) / (denom[present] + 1)
+        return ce + dice.mean()
+
+    def metrics(self, pred, target):
+        mask = target["mask"]
+        keep = (mask != IGNORE).reshape(len(mask), -1).any(1)
+        if not keep.any():
+            return {}
+        logits = torch.from_numpy(pred["parsing"][keep]).float()
+        ids = F.interpolate(logits, size=mask.shape[-2:], mode="bilinear", align_corners=False).argmax(1).numpy()
+        f1, iou, present = parsing_scores(ids, mask[keep], len(CLASSES))
+        fg = present & (np.arange(len(CLASSES)) > 0)
+        return {"mean_f1": float(f1[fg].mean() * 100), "miou": float(iou[fg].mean() * 100)}
+
+    def to_face(self, out, matrix, image_shape, pre: PreprocessConfig) -> dict[str, Any]:
+        logits = out["parsing"].astype(np.float32)  # (19, S/2, S/2)
+        s = pre.input_size
+        up = cv2.resize(logits.transpose(1, 2, 0), (s, s), interpolation=cv2.INTER_LINEAR)
+        ids = up.argmax(-1).astype(np.uint8)
+        h, w = image_shape
+        inv = align.invert(matrix)
+        corners = align.transform_points(np.array([[0, 0], [s, 0], [0, s], [s, s]], np.float32) - 0.5, inv)
+        x0, y0 = np.floor(corners.min(0)).astype(int)
+        x1, y1 = np.ceil(corners.max(0)).astype(int) + 1
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+        if x1 <= x0 or y1 <= y0:
+            return {"parsing": ParsingMask(np.zeros((0, 0), np.uint8), (0, 0, 0, 0))}
+        shifted = align.compose(matrix, np.array([[1.0, 0, x0], [0, 1.0, y0]]))
+        region = cv2.warpAffine(ids, shifted, (x1 - x0, y1 - y0), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return {"parsing": ParsingMask(region, (int(x0), int(y0), int(x1), int(y1)))}
+
+    def draw(self, canvas, face):
+        pm = face.parsing
+        if pm is None or pm.mask.size == 0:
+            return
+        x0, y0, x1, y1 = pm.box
+        region = canvas[y0:y1, x0:x1]
+        fg = pm.mask > 0
+        region[fg] = (0.55 * region[fg] + 0.45 * PALETTE[pm.mask[fg]]).astype(np.uint8)

@@ -1,0 +1,301 @@
+"""Multi-task training: ``faceanalysis train --config default --data-root DIR --out DIR``.
+
+Mixed-dataset batches, per-task losses masked to labelled samples, configured task weights, AdamW with
+warm-up + cosine decay, EMA of the weights, periodic validation on held-out splits, resumable
+checkpoints (safetensors only), a progress bar with per-task losses and a log file.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from .config import FaceAnalysisConfig, ModelConfig, PreprocessConfig, _build
+from .data.batches import AugmentConfig, MixtureSampler, collate, make_sample
+from .data.sources import Source, default_data_root, load_source
+from .errors import FaceAnalysisError
+from .model import FaceModel
+from .preprocess import to_tensor
+from .tasks import Task, get_tasks
+from .weights import save_weights
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class TrainConfig:
+    """A training run. ``train_sets``/``val_sets`` map dataset name -> split."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    steps: int = 7000
+    batch_size: int = 64
+    lr: float = 1e-3
+    min_lr: float = 2e-5
+    weight_decay: float = 0.05
+    warmup: int = 400
+    grad_clip: float = 2.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    amp: str = "auto"  # auto | bf16 | off
+    threads: int = 0  # 0 = torch default
+    val_every: int = 1000
+    ckpt_every: int = 500
+    val_max: int = 600  # images per validation set
+    train_sets: dict[str, str] = field(default_factory=lambda: {
+        "utkface": "train", "celeba_attr": "train", "fer2013": "Training", "celebamask_mini": "train",
+        "300w_partial": "afw_train"})
+    val_sets: dict[str, str] = field(default_factory=lambda: {
+        "utkface": "val", "celeba_attr": "val", "fer2013": "PublicTest", "celebamask_mini": "val",
+        "300w_partial": "afw_val"})
+    ratios: dict[str, float] = field(default_factory=lambda: {
+        "utkface": 0.30, "celeba_attr": 0.27, "fer2013": 0.25, "celebamask_mini": 0.12, "300w_partial": 0.06})
+    task_weights: dict[str, float] = field(default_factory=lambda: {
+        "parsing": 1.0, "landmarks": 5.0, "pose": 3.0, "attributes": 1.0, "expression": 1.0, "identity": 2.0})
+
+    @classmethod
+    def load(cls, name_or_path: str) -> "TrainConfig":
+        """A named config from ``faceanalysis/configs`` (e.g. ``default``, ``smoke``) or a JSON file."""
+        path = Path(name_or_path)
+        if not path.suffix:
+            path = CONFIG_DIR / f"{name_or_path}.json"
+        if not path.is_file():
+            names = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+            raise FaceAnalysisError(f"training config {name_or_path!r} not found; use a JSON file or one of {names}")
+        raw = json.loads(path.read_text())
+        model = _build(ModelConfig, raw.pop("model", {}))
+        aug = _build(AugmentConfig, raw.pop("augment", {}))
+        cfg = _build(cls, raw)
+        cfg.model, cfg.augment = model, aug
+        return cfg
+
+
+def resolve_amp(amp: str, device: str) -> bool:
+    if amp == "off":
+        return False
+    if amp == "bf16":
+        return True
+    if device.startswith("cuda"):
+        return torch.cuda.is_bf16_supported()
+    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+def to_torch(targets: dict[str, dict[str, np.ndarray]], device: str) -> dict[str, dict[str, torch.Tensor]]:
+    return {t: {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in d.items()} for t, d in targets.items()}
+
+
+def compute_losses(model: FaceModel, images: torch.Tensor, targets, tasks: list[Task], weights: dict[str, float],
+                   amp: bool) -> tuple[torch.Tensor, dict[str, float]]:
+    dev_type = "cuda" if images.is_cuda else "cpu"
+    with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=amp):
+        raw = model(images, raw=True)
+    raw = {k: v.float() for k, v in raw.items()}
+    total = torch.zeros((), device=images.device)
+    logs = {}
+    for t in tasks:
+        loss = t.loss(raw, targets[t.name])
+        if loss is not None:
+            total = total + weights.get(t.name, 1.0) * loss
+            logs[t.name] = float(loss.detach())
+    return total, logs
+
+
+@torch.no_grad()
+def predict_crops(model: FaceModel, crops: np.ndarray, pre: PreprocessConfig, device: str, batch: int = 128) -> dict[str, np.ndarray]:
+    """Run the model on aligned uint8 crops ``(N, S, S, 3)``; returns activated outputs as numpy."""
+    outs: dict[str, list[np.ndarray]] = {}
+    for i in range(0, len(crops), batch):
+        y = model(to_tensor(crops[i:i + batch], pre).to(device))
+        for k, v in y.items():
+            outs.setdefault(k, []).append(v.float().cpu().numpy())
+    return {k: np.concatenate(v) for k, v in outs.items()}
+
+
+def validate(model: FaceModel, val: dict[str, tuple[np.ndarray, dict]], tasks: list[Task], pre: PreprocessConfig,
+             device: str) -> dict[str, float]:
+    model.eval()
+    metrics = {}
+    for name, (crops, targets) in val.items():
+        pred = predict_crops(model, crops, pre, device)
+        for t in tasks:
+            for k, v in t.metrics(pred, targets[t.name]).items():
+                metrics[f"{name}/{t.name}/{k}"] = round(v, 4)
+    model.train()
+    return metrics
+
+
+def build_val(sources: dict[str, Source], tasks: list[Task], pre: PreprocessConfig, limit: int, seed: int):
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, src in sources.items():
+        idx = np.sort(rng.permutation(len(src))[:limit])
+        out[name] = collate([make_sample(src, int(i), tasks, pre, None, None) for i in idx], tasks)
+    return out
+
+
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "token" in n or "pos_embed" in n or n.endswith("image_pe") else decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.999))
+
+
+def save_checkpoint(path: Path, model, ema, opt, step: int, sampler: MixtureSampler, cfg: TrainConfig, history) -> None:
+    tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({f"ema/{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
+    opt_state = opt.state_dict()
+    for pid, st in opt_state["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"opt/{pid}/{k}"] = v.detach().cpu().contiguous().reshape(v.shape)
+    meta = {"step": str(step), "sampler": json.dumps(sampler.state()), "train_config": json.dumps(dataclasses.asdict(cfg)),
+            "history": json.dumps(history), "torch_rng": json.dumps(torch.get_rng_state().tolist())}
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model, ema, opt, sampler: MixtureSampler):
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    t = load_file(str(path))
+    model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model/")})
+    ema.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("ema/")})
+    st = opt.state_dict()
+    for key, v in t.items():
+        if key.startswith("opt/"):
+            _, pid, name = key.split("/")
+            st["state"].setdefault(int(pid), {})[name] = v
+    opt.load_state_dict(st)
+    sampler.set_state(json.loads(meta["sampler"]))
+    torch.set_rng_state(torch.tensor(json.loads(meta["torch_rng"]), dtype=torch.uint8))
+    return int(meta["step"]), json.loads(meta.get("history", "[]"))
+
+
+def train(cfg: TrainConfig, data_root: str | Path, out: str | Path, device: str = "cpu", resume: bool = True,
+          config_name: str = "") -> Path:
+    """Run training; returns the path of the final fp16 weights (EMA)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    amp = resolve_amp(cfg.amp, device)
+    tasks = get_tasks(cfg.model.tasks)
+    pre = PreprocessConfig(input_size=cfg.model.input_size)
+    full_cfg = FaceAnalysisConfig(model=cfg.model, preprocess=pre)
+
+    log = open(out / "train.log", "a")
+
+    def say(msg: str) -> None:
+        tqdm.write(msg)
+        log.write(msg + "\n")
+        log.flush()
+
+    say(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} config={config_name} device={device} amp={amp} "
+        f"threads={torch.get_num_threads()}")
+    train_sources = {n: load_source(n, s, data_root) for n, s in cfg.train_sets.items()}
+    val_sources = {n: load_source(n, s, data_root) for n, s in cfg.val_sets.items()}
+    say("train: " + ", ".join(f"{n}={len(s)}" for n, s in train_sources.items()))
+    val = build_val(val_sources, tasks, pre, cfg.val_max, cfg.seed)
+
+    model = FaceModel(cfg.model).to(device)
+    ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay),
+                                              use_buffers=True)
+    opt = _optimizer(model, cfg)
+    sampler = MixtureSampler(train_sources, cfg.ratios, tasks, pre, cfg.batch_size, cfg.seed, cfg.augment)
+    ckpt = out / "checkpoint.safetensors"
+    step, history = 0, []
+    if resume and ckpt.exists():
+        step, history = load_checkpoint(ckpt, model, ema, opt, sampler)
+        say(f"resumed from {ckpt} at step {step}")
+    n_params = sum(p.numel() for p in model.parameters())
+    say(f"model: {n_params / 1e6:.2f} M parameters")
+
+    model.train()
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", dynamic_ncols=True, mininterval=5)
+    running: dict[str, float] = {}
+    t0 = time.time()
+    while step < cfg.steps:
+        images, targets = sampler.next()
+        x = to_tensor(images, pre).to(device)
+        tg = to_torch(targets, device)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        loss, logs = compute_losses(model, x, tg, tasks, cfg.task_weights, amp)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        ema.update_parameters(model)
+        step += 1
+        logs["total"] = float(loss.detach())
+        for k, v in logs.items():
+            running[k] = 0.98 * running.get(k, v) + 0.02 * v
+        bar.update(1)
+        bar.set_postfix({k[:5]: f"{v:.3f}" for k, v in running.items()}, refresh=False)
+        if step % 50 == 0:
+            say(json.dumps({"step": step, "lr": round(lr_at(step, cfg), 6), "s_per_step": round((time.time() - t0) / 50, 3),
+                            **{k: round(v, 4) for k, v in running.items()}}))
+            t0 = time.time()
+        if step % cfg.val_every == 0 or step == cfg.steps:
+            metrics = validate(ema.module, val, tasks, pre, device)
+            history.append({"step": step, **metrics})
+            say(json.dumps({"val_step": step, **metrics}))
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            save_checkpoint(ckpt, model, ema, opt, step, sampler, cfg, history)
+            save_weights(ema.module, _with_extra(full_cfg, cfg, config_name, step, history), out / "ema_fp16.safetensors")
+    bar.close()
+    final = save_weights(ema.module, _with_extra(full_cfg, cfg, config_name, step, history), out / "ema_fp16.safetensors")
+    say(f"done: {final}")
+    log.close()
+    return final
+
+
+def _with_extra(full_cfg: FaceAnalysisConfig, cfg: TrainConfig, name: str, step: int, history) -> FaceAnalysisConfig:
+    extra = {"train_config": name, "steps": step, "validation": history[-1] if history else {}}
+    return dataclasses.replace(full_cfg, extra=extra)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="faceanalysis train", description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="default", help="config name (faceanalysis/configs) or JSON file")
+    p.add_argument("--data-root", default=None, help="data pack root (default ../shared/data)")
+    p.add_argument("--out", required=True, help="output folder (checkpoints, log, weights)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-resume", action="store_true", help="start over even if OUT has a checkpoint")
+    p.add_argument("--steps", type=int, default=None, help="override the config's step count")
+    args = p.parse_args(argv)
+    cfg = TrainConfig.load(args.config)
+    if args.steps is not None:
+        cfg.steps = args.steps
+    root = args.data_root or default_data_root()
+    train(cfg, root, args.out, device=args.device, resume=not args.no_resume, config_name=args.config)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
