@@ -68,6 +68,14 @@ class Face:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Face":
         """Inverse of :meth:`to_dict`."""
+        try:
+            return cls._from_dict(d)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise FaceAnalysisError(f"not a Face dict (as written by Face.to_dict / --json): "
+                                    f"{type(err).__name__}: {err}") from err
+
+    @classmethod
+    def _from_dict(cls, d: dict[str, Any]) -> "Face":
         p = d.get("parsing")
         pose = d.get("pose")
         return cls(
@@ -148,6 +156,8 @@ class FaceAnalyzer:
     def __init__(self, weights: str | Path | None = None, device: str = "cpu", tasks: Sequence[str] | None = None,
                  backend: str = "torch", detector: Detector | None = None, det_max_side: int = 640,
                  min_score: float = 0.6, max_faces: int | None = None, batch_size: int = 32) -> None:
+        if isinstance(tasks, str):
+            tasks = [tasks]
         self.tasks = get_tasks(list(tasks) if tasks is not None else None)
         self.task_names = [t.name for t in self.tasks]
         self.runner = make_runner(backend, weights, device, self.task_names if tasks is not None else None)
@@ -158,6 +168,10 @@ class FaceAnalyzer:
             raise FaceAnalysisError("batch_size must be >= 1")
         if max_faces is not None and max_faces < 1:
             raise FaceAnalysisError("max_faces must be >= 1 or None")
+        if det_max_side < 1:
+            raise FaceAnalysisError(f"det_max_side must be a positive number of pixels (got {det_max_side}); default 640")
+        if not 0.0 <= min_score <= 1.0:
+            raise FaceAnalysisError(f"min_score must lie in [0, 1] (got {min_score}); default 0.6")
         self.detector = detector or YuNetDetector(score_threshold=min_score, max_side=det_max_side)
         self.max_faces = max_faces
         self.batch_size = batch_size
@@ -169,6 +183,8 @@ class FaceAnalyzer:
         return self._detect(rgb, max_side)
 
     def _detect(self, rgb: np.ndarray, max_side: int | None) -> list[Detection]:
+        if max_side is not None and max_side < 1:
+            raise FaceAnalysisError(f"max_side must be a positive number of pixels (got {max_side})")
         dets = self.detector.detect(rgb, max_side) if max_side else self.detector.detect(rgb)
         if self.max_faces is not None:
             dets = sorted(dets, key=lambda d: -(d.bbox[2] - d.bbox[0]) * (d.bbox[3] - d.bbox[1]))[: self.max_faces]
@@ -181,6 +197,8 @@ class FaceAnalyzer:
 
     def analyze_batch(self, images: Iterable[ImageInput], max_side: int | None = None) -> list[list[Face]]:
         """Faces of several images; the faces of all images share model batches."""
+        if isinstance(images, (str, Path, bytes, bytearray)) or (isinstance(images, np.ndarray) and images.ndim < 4):
+            raise FaceAnalysisError("analyze_batch takes a list of images; for one image use analyze(image)")
         rgbs = [load_image(im) for im in images]
         dets = [self._detect(rgb, max_side) for rgb in rgbs]
         return self.analyze_detections(rgbs, dets)
@@ -212,6 +230,11 @@ class FaceAnalyzer:
 
     def run_crops(self, crops: np.ndarray) -> dict[str, np.ndarray]:
         """Raw model outputs (crop frame) for aligned uint8 crops ``(N, S, S, 3)``, batched."""
+        s = self.pre.input_size
+        if not isinstance(crops, np.ndarray) or crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (s, s, 3):
+            got = f"{crops.dtype} array of shape {crops.shape}" if isinstance(crops, np.ndarray) else type(crops).__name__
+            raise FaceAnalysisError(f"run_crops needs aligned uint8 RGB crops of shape (N, {s}, {s}, 3) "
+                                    f"(see preprocess.crop_faces); got {got}")
         n = len(crops)
         if n == 0:
             return {}

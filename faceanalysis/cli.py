@@ -35,13 +35,28 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from .preprocess import load_image
 
     files = _collect(args.paths)
+    if args.json and Path(args.json).is_dir():
+        raise FaceAnalysisError(f"--json {args.json} is a folder; give a file name such as results.json")
+    if args.json and Path(args.json).exists() and not args.overwrite:
+        raise FaceAnalysisError(f"{args.json} exists; pass --overwrite to replace it")
     if args.draw:
         out_dir = Path(args.draw)
         if out_dir.exists() and not out_dir.is_dir():
             raise FaceAnalysisError(f"--draw {out_dir} is a file; give a folder")
+        # check every overlay target before any work, so a refusal never leaves a half-written folder
+        targets = [out_dir / (p.stem + "_faces.png") for p in files]
+        if len(set(targets)) < len(targets):
+            seen: dict[Path, Path] = {}
+            for p, t in zip(files, targets):
+                if t in seen:
+                    raise FaceAnalysisError(f"{seen[t]} and {p} would both be drawn to {t}; rename one or "
+                                            "analyze them in separate runs with different --draw folders")
+                seen[t] = p
+        existing = [t for t in targets if t.exists()]
+        if existing and not args.overwrite:
+            raise FaceAnalysisError(f"{existing[0]} exists ({len(existing)} overlay file(s) in {out_dir}); "
+                                    "pass --overwrite to replace them")
         out_dir.mkdir(parents=True, exist_ok=True)
-    if args.json and Path(args.json).exists() and not args.overwrite:
-        raise FaceAnalysisError(f"{args.json} exists; pass --overwrite to replace it")
     fa = FaceAnalyzer(weights=args.weights, device=args.device, tasks=args.tasks, backend=args.backend,
                       det_max_side=args.det_size, max_faces=args.max_faces)
     report = {}
@@ -62,8 +77,6 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 print(f"  [{i}] {f.summary()}")
         if args.draw:
             target = Path(args.draw) / (path.stem + "_faces.png")
-            if target.exists() and not args.overwrite:
-                raise FaceAnalysisError(f"{target} exists; pass --overwrite to replace it")
             cv2.imwrite(str(target), draw(rgb, faces)[:, :, ::-1])
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -87,10 +100,19 @@ def _add_analyze(sub) -> None:
     p.set_defaults(func=cmd_analyze)
 
 
+PASSTHROUGH = {"train": "train", "eval": "evaluate", "export": "export.cli", "demo": "demo"}
+
+
+def _run_module(module: str, rest: list[str]) -> int:
+    return __import__(f"faceanalysis.{module}", fromlist=["main"]).main(rest)
+
+
 def _passthrough(sub, name: str, module: str, help_text: str) -> None:
+    # listed for `faceanalysis --help`; main() hands the arguments over before argparse sees them
+    # (argparse.REMAINDER after a subcommand rejects leading options such as `train --config smoke`)
     p = sub.add_parser(name, help=help_text, add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=lambda a: __import__(f"faceanalysis.{module}", fromlist=["main"]).main(a.rest))
+    p.set_defaults(func=lambda a: _run_module(module, a.rest))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,9 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     _passthrough(sub, "eval", "evaluate", "score every task on the benchmarks (see faceanalysis eval --help)")
     _passthrough(sub, "export", "export.cli", "export to ONNX / CoreML / TFLite (see faceanalysis export --help)")
     _passthrough(sub, "demo", "demo", "webcam / video demo (see faceanalysis demo --help)")
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PASSTHROUGH:
+        func = lambda: _run_module(PASSTHROUGH[argv[0]], argv[1:])  # noqa: E731
+    else:
+        args = parser.parse_args(argv)
+        func = lambda: args.func(args)  # noqa: E731
     try:
-        return int(args.func(args) or 0)
+        return int(func() or 0)
     except FaceAnalysisError as err:
         print(f"faceanalysis: error: {err}", file=sys.stderr)
         return 2

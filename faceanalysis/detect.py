@@ -76,6 +76,11 @@ class YuNetDetector:
 
     def detect(self, image: np.ndarray, max_side: int | None = None) -> list[Detection]:
         """Faces in an RGB uint8 image, sorted by score."""
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 \
+                or 0 in image.shape:
+            got = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+            raise FaceAnalysisError(f"the detector takes HxWx3 uint8 RGB arrays, got {got}; "
+                                    "convert with faceanalysis.preprocess.load_image")
         max_side = max_side or self.max_side
         h, w = image.shape[:2]
         scale = min(1.0, max_side / max(h, w))

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 
 from .api import Face
+from .errors import FaceAnalysisError
 from .preprocess import ImageInput, load_image
 from .tasks import TASKS
 
@@ -22,7 +23,18 @@ def draw(image: ImageInput, faces: Iterable[Face], layers: Iterable[str] | None 
     """
     canvas = load_image(image)
     layers = set(LAYERS if layers is None else layers)
+    unknown = sorted(layers - set(LAYERS))
+    if unknown:
+        raise FaceAnalysisError(f"unknown draw layer(s) {unknown}; choose from {list(LAYERS)}")
     faces = list(faces)
+    h, w = canvas.shape[:2]
+    for f in faces:
+        if not isinstance(f, Face):
+            raise FaceAnalysisError(f"draw needs Face objects (from FaceAnalyzer.analyze), got {type(f).__name__}")
+        pm = f.parsing
+        if pm is not None and pm.mask.size and (pm.box[2] > w or pm.box[3] > h or pm.box[0] < 0 or pm.box[1] < 0):
+            raise FaceAnalysisError(f"a face's parsing mask {pm.box} lies outside this {w}x{h} image: "
+                                    "draw faces on the image they were found in")
     # parsing first so other layers are drawn on top of it
     order = ["parsing"] + [n for n in TASKS if n != "parsing"]
     for name in order:

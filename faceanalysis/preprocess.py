@@ -45,6 +45,8 @@ def load_image(image: ImageInput) -> np.ndarray:
     uint8, uint16 (scaled to 8 bit) or float in [0, 1]). Raises :class:`FaceAnalysisError` otherwise.
     """
     if isinstance(image, (str, Path)):
+        if str(image) == "":
+            raise FaceAnalysisError("image path is an empty string; pass a path to an image file")
         path = Path(image)
         if not path.exists():
             raise FaceAnalysisError(f"image file {path} does not exist")
@@ -59,6 +61,14 @@ def load_image(image: ImageInput) -> np.ndarray:
             raise FaceAnalysisError("image bytes are empty")
         return _decode(bytes(image), "image bytes")
     if hasattr(image, "mode") and hasattr(image, "size") and hasattr(image, "convert"):  # PIL
+        if image.mode.startswith("I;16") or image.mode == "I":  # 16/32-bit grey: convert("RGB") clips to 255
+            arr = np.asarray(image)
+            if arr.size and (arr.min() < 0 or arr.max() > 65535):
+                raise FaceAnalysisError(f"PIL image of mode {image.mode} has values outside 0..65535; "
+                                        "convert it to 8 or 16 bit first")
+            return from_array(arr.astype(np.uint16))
+        if image.mode == "F":  # float grey: same rules as a float array (values in [0, 1])
+            return from_array(np.asarray(image))
         return from_array(np.asarray(image.convert("RGBA" if "A" in image.mode else "RGB")))
     if isinstance(image, np.ndarray):
         return from_array(image)
@@ -86,6 +96,8 @@ def from_array(arr: np.ndarray) -> np.ndarray:
     """Validate and convert a numpy image to HxWx3 uint8 RGB (always a new array)."""
     if arr.dtype == object or arr.dtype.kind not in "uifb":
         raise FaceAnalysisError(f"image array has unsupported dtype {arr.dtype}; use uint8 RGB")
+    if arr.dtype.byteorder not in "=|":  # big-endian data (e.g. some 16-bit TIFFs): native order
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):

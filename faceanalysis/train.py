@@ -52,6 +52,7 @@ class TrainConfig:
     threads: int = 0  # 0 = torch default
     val_every: int = 1000
     ckpt_every: int = 500
+    log_every: int = 50  # steps between JSON loss lines in train.log (running means)
     val_max: int = 600  # images per validation set
     train_sets: dict[str, str] = field(default_factory=lambda: {
         "utkface": "train", "celeba_attr": "train", "fer2013": "Training", "celebamask_mini": "train",
@@ -257,8 +258,9 @@ def train(cfg: TrainConfig, data_root: str | Path, out: str | Path, device: str 
             running[k] = 0.98 * running.get(k, v) + 0.02 * v
         bar.update(1)
         bar.set_postfix({k[:5]: f"{v:.3f}" for k, v in running.items()}, refresh=False)
-        if step % 50 == 0:
-            say(json.dumps({"step": step, "lr": round(lr_at(step, cfg), 6), "s_per_step": round((time.time() - t0) / 50, 3),
+        if step % cfg.log_every == 0:
+            say(json.dumps({"step": step, "lr": round(lr_at(step, cfg), 6),
+                            "s_per_step": round((time.time() - t0) / cfg.log_every, 3),
                             **{k: round(v, 4) for k, v in running.items()}}))
             t0 = time.time()
         if step % cfg.val_every == 0 or step == cfg.steps:
@@ -288,10 +290,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT has a checkpoint")
     p.add_argument("--steps", type=int, default=None, help="override the config's step count")
+    p.add_argument("--threads", type=int, default=None, help="override the config's CPU thread count")
     args = p.parse_args(argv)
     cfg = TrainConfig.load(args.config)
     if args.steps is not None:
         cfg.steps = args.steps
+    if args.threads is not None:
+        cfg.threads = args.threads
     root = args.data_root or default_data_root()
     train(cfg, root, args.out, device=args.device, resume=not args.no_resume, config_name=args.config)
     return 0

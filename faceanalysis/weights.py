@@ -35,14 +35,16 @@ def read_config(path: str | Path) -> FaceAnalysisConfig:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as err:
+        hint = "" if path.suffix == ".safetensors" else (
+            "; the torch backend reads .safetensors files (for .onnx / .tflite pass backend='onnx' / 'tflite')")
         raise FaceAnalysisError(f"weights file {path} is not a readable safetensors file ({err}); "
-                                f"it may be truncated: re-download or re-export it") from err
+                                f"it may be truncated: re-download or re-export it{hint}") from err
     if CONFIG_KEY not in meta:
         raise FaceAnalysisError(f"weights file {path} has no embedded faceanalysis config; "
                                 f"save weights with faceanalysis.weights.save_weights")
     try:
         return FaceAnalysisConfig.from_json(meta[CONFIG_KEY])
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, AttributeError) as err:
         raise FaceAnalysisError(f"weights file {path} has an invalid config: {err}") from err
 
 
@@ -56,7 +58,11 @@ def load_model(path: str | Path | None = None, device: str = "cpu"):
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise FaceAnalysisError(f"weights file {path} cannot be read ({err}); it may be truncated") from err
-    model = FaceModel(cfg.model)
+    try:
+        model = FaceModel(cfg.model)
+    except (AssertionError, TypeError, ValueError, RuntimeError, ZeroDivisionError) as err:
+        raise FaceAnalysisError(f"weights file {path} has an invalid model config ({type(err).__name__}: {err}); "
+                                f"re-export it with faceanalysis.weights.save_weights") from err
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -75,6 +81,8 @@ def file_sha256(path: str | Path) -> str:
 
 def _check(path: str | Path) -> Path:
     path = Path(path)
+    if path.is_dir():
+        raise FaceAnalysisError(f"weights file {path} is a folder; pass the .safetensors file inside it")
     if not path.is_file():
         hint = " (the shipped default is missing: reinstall faceanalysis)" if path == DEFAULT_WEIGHTS else ""
         raise FaceAnalysisError(f"weights file {path} does not exist{hint}")

@@ -46,3 +46,28 @@ def face_photo(data_root) -> np.ndarray:
     """A real 256x256 photo with one face (CelebAMask-HQ test image)."""
     path = sorted(glob.glob(str(data_root / "celebamask_mini" / "images" / "*.jpg")))[0]
     return load_image(path)
+
+
+# ---- fixtures for the core API tests (test_api / test_inputs / test_cli) ----------------------------------------
+@pytest.fixture(scope="session")
+def celeba_photo_paths(data_root) -> list[Path]:
+    """Paths of real 256x256 one-face photos (CelebAMask-HQ test images), sorted."""
+    paths = [Path(p) for p in sorted(glob.glob(str(data_root / "celebamask_mini" / "images" / "*.jpg")))]
+    assert len(paths) >= 12, f"expected CelebAMask-HQ images under {data_root / 'celebamask_mini' / 'images'}"
+    return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_analyzer(tiny_weights):
+    """FaceAnalyzer on the random tiny model: real detection/alignment, cheap (untrained) heads."""
+    from faceanalysis import FaceAnalyzer
+
+    return FaceAnalyzer(weights=tiny_weights)
+
+
+@pytest.fixture(scope="session")
+def default_analyzer(default_weights):
+    """FaceAnalyzer on the shipped weights (trained behaviour)."""
+    from faceanalysis import FaceAnalyzer
+
+    return FaceAnalyzer(weights=default_weights)

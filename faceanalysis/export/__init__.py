@@ -1,0 +1,86 @@
+"""Export the multi-task model to ONNX, TFLite and CoreML, with a JSON sidecar and measured parity.
+
+Entry points: :func:`export_artifact` (one format / precision), :mod:`faceanalysis.export.cli`
+(``faceanalysis export ...``) and :mod:`faceanalysis.export.runners` (run an artifact with the same
+contract as the torch backend). Optional toolchains are imported lazily; a missing one raises a
+:class:`~faceanalysis.FaceAnalysisError` naming the extra to install.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import FaceAnalysisError
+
+FORMATS: dict[str, tuple[str, ...]] = {
+    "onnx": ("fp32", "fp16", "int8"),
+    "tflite": ("fp32", "int8", "int8-dynamic", "int8-full"),
+    "coreml": ("fp32", "fp16", "int8"),
+}
+EXTENSIONS = {"onnx": "onnx", "tflite": "tflite", "coreml": "mlpackage"}
+#: the six artifacts of the release: (format, precision)
+RELEASE = (("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "int8"),
+           ("coreml", "fp16"))
+INPUT_NAME = "input"
+EXPORT_DIR = Path(__file__).resolve().parents[2] / "weights" / "export"
+SIDECAR_SUFFIX = ".json"
+PRECISION_NOTES = {
+    "fp32": "float32 weights and activations",
+    "fp16": "float16 weights and activations (float32 input/outputs)",
+    "int8": "int8 weights (per-channel) and activations for MatMul/Gemm/Conv, static calibration on aligned "
+            "training crops; softmax, LayerNorm and the output activations stay float",
+    "int8-dynamic": "int8 weights (per-channel), activations quantised on the fly (float I/O)",
+    "int8-full": "full-integer: int8 weights and activations for every op, int8 input and outputs "
+                 "(for integer-only accelerators; larger drift)",
+}
+
+
+def require(module: str, what: str) -> Any:
+    """Import an optional toolchain module or raise an actionable error."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise FaceAnalysisError(f"{what} needs the optional package providing {module!r} ({err}); install the "
+                                f"export extra: pip install 'faceanalysis[export]' (pins: .ci/constraints.txt)") from err
+
+
+def check_choice(fmt: str, precision: str) -> None:
+    """Raise for an unknown format or a precision the format does not offer."""
+    if fmt not in FORMATS:
+        raise FaceAnalysisError(f"unknown export format {fmt!r}; choose from {sorted(FORMATS)}")
+    if precision not in FORMATS[fmt]:
+        raise FaceAnalysisError(f"precision {precision!r} is not available for {fmt}; choose from {FORMATS[fmt]}")
+
+
+def artifact_name(weights: str | Path, fmt: str, precision: str) -> str:
+    """``<weights stem>.<precision>.<ext>``, e.g. ``faceanalysis_s128.int8.onnx``."""
+    return f"{Path(weights).stem}.{precision}.{EXTENSIONS[fmt]}"
+
+
+def sidecar_path(artifact: str | Path) -> Path:
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + SIDECAR_SUFFIX)
+
+
+def read_sidecar(artifact: str | Path) -> dict[str, Any] | None:
+    """The JSON sidecar of an artifact, or ``None`` when there is none."""
+    p = sidecar_path(artifact)
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except ValueError as err:
+        raise FaceAnalysisError(f"sidecar {p} is not valid JSON ({err}); re-export the artifact") from err
+
+
+def export_artifact(*args: Any, **kwargs: Any) -> Path:
+    """See :func:`faceanalysis.export.pipeline.export_artifact`."""
+    from .pipeline import export_artifact as run
+
+    return run(*args, **kwargs)
+
+
+__all__ = ["FORMATS", "RELEASE", "EXTENSIONS", "export_artifact", "check_choice", "artifact_name", "sidecar_path",
+           "read_sidecar", "require"]

@@ -1,0 +1,92 @@
+"""Aligned face crops for calibration (training images or a user folder) and parity (held-out images).
+
+Every crop goes through the one alignment path of training / inference
+(:func:`faceanalysis.data.batches.make_sample` for data-pack sources, detector +
+:func:`faceanalysis.preprocess.crop_faces` for a folder of photos), then
+:func:`faceanalysis.preprocess.normalise_array`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..config import PreprocessConfig
+from ..errors import FaceAnalysisError
+
+#: training splits used for calibration by default (never test / val images)
+CALIB_SOURCES = (("utkface", "train"), ("celeba_attr", "train"), ("fer2013", "Training"))
+#: held-out splits used for parity checks (never seen in training or calibration)
+PARITY_SOURCES = (("celebamask_mini", "test"), ("utkface", "test"), ("celeba_attr", "test"))
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def _pack_crops(sources: tuple[tuple[str, str], ...], n: int, pre: PreprocessConfig, seed: int,
+                data_root: str | Path | None, desc: str) -> np.ndarray:
+    from ..data import load_source
+    from ..data.batches import make_sample
+
+    rng = np.random.default_rng(seed)
+    per = [n // len(sources) + (1 if i < n % len(sources) else 0) for i in range(len(sources))]
+    crops = []
+    with tqdm(total=n, desc=desc, unit="face", leave=False) as bar:
+        for (name, split), k in zip(sources, per):
+            src = load_source(name, split, data_root)
+            ok = np.flatnonzero(np.isfinite(src.kps5).all(axis=(1, 2)))
+            for i in rng.permutation(ok)[:k]:
+                crop, _ = make_sample(src, int(i), [], pre, None, None)
+                crops.append(crop)
+                bar.update()
+    if not crops:
+        raise FaceAnalysisError(f"no aligned faces found in {sources}; check the data pack (FACEANALYSIS_DATA)")
+    return np.stack(crops)
+
+
+def training_crops(pre: PreprocessConfig, n: int = 300, seed: int = 0, data_root: str | Path | None = None) -> np.ndarray:
+    """``n`` aligned uint8 crops ``(n, S, S, 3)`` from the training splits of the data pack."""
+    return _pack_crops(CALIB_SOURCES, n, pre, seed, data_root, "calibration crops")
+
+
+def parity_crops(pre: PreprocessConfig, n: int = 64, seed: int = 1, data_root: str | Path | None = None) -> np.ndarray:
+    """``n`` aligned uint8 crops of held-out (test split) faces for parity checks."""
+    return _pack_crops(PARITY_SOURCES, n, pre, seed, data_root, "parity crops")
+
+
+def folder_crops(folder: str | Path, pre: PreprocessConfig, max_faces: int = 500) -> np.ndarray:
+    """Detect and align every face (up to ``max_faces``) in a folder of photos."""
+    from ..detect import YuNetDetector
+    from ..preprocess import crop_faces, load_image
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FaceAnalysisError(f"calibration folder {folder} does not exist or is not a folder")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+    if not files:
+        raise FaceAnalysisError(f"calibration folder {folder} contains no images ({', '.join(sorted(IMAGE_EXTS))})")
+    det = YuNetDetector()
+    crops: list[np.ndarray] = []
+    for path in tqdm(files, desc="calibration faces", unit="img", leave=False):
+        try:
+            rgb = load_image(path)
+        except FaceAnalysisError:
+            continue
+        faces = det.detect(rgb)
+        if faces:
+            c, _ = crop_faces(rgb, [d.kps5 for d in faces], pre)
+            crops.extend(c)
+        if len(crops) >= max_faces:
+            break
+    if not crops:
+        raise FaceAnalysisError(f"calibration folder {folder} has {len(files)} image(s) but no detectable face; "
+                                f"give photos with visible faces (or omit --calib-data to use the training data)")
+    return np.stack(crops[:max_faces])
+
+
+def calibration_inputs(pre: PreprocessConfig, calib_data: str | Path | None = None, n: int = 300,
+                       data_root: str | Path | None = None) -> np.ndarray:
+    """Normalised calibration inputs ``(n, 3, S, S)`` float32 from ``calib_data`` or the training data."""
+    from ..preprocess import normalise_array
+
+    crops = folder_crops(calib_data, pre, n) if calib_data is not None else training_crops(pre, n, data_root=data_root)
+    return normalise_array(crops, pre)

@@ -1,0 +1,112 @@
+"""``faceanalysis export``: write ONNX / TFLite / CoreML artifacts with sidecars and parity numbers."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import FORMATS, RELEASE, check_choice, sidecar_path
+from ..errors import FaceAnalysisError
+
+DEFAULT_PRECISION = {"onnx": "int8", "tflite": "int8", "coreml": "fp16"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="faceanalysis export",
+        description="Export the model to ONNX / TFLite / CoreML. Every artifact gets a JSON sidecar "
+                    "(<artifact>.json) with its input normalisation, outputs, class names, source-weights hash "
+                    "and parity numbers measured against PyTorch on held-out faces.",
+        epilog="precisions: " + "; ".join(f"{f}: {', '.join(p)}" for f, p in FORMATS.items())
+               + ". Example: faceanalysis export --format onnx --precision int8 -o weights/export")
+    p.add_argument("--format", help="onnx, tflite or coreml (comma-separated for several)")
+    p.add_argument("--precision", help="fp32, fp16, int8, ... (comma-separated; default: onnx/tflite int8, "
+                                       "coreml fp16)")
+    p.add_argument("--all", action="store_true",
+                   help="the six release artifacts: onnx fp32/fp16/int8, tflite fp32/int8, coreml fp16")
+    p.add_argument("--weights", help="safetensors weights (default: the shipped weights)")
+    p.add_argument("--calib-data", help="folder of face photos for int8 calibration (faces are detected and "
+                                        "aligned); default: a few hundred training images from the data pack")
+    p.add_argument("--calib-n", type=int, default=300, help="calibration faces (default 300)")
+    p.add_argument("--parity-n", type=int, default=64, help="held-out faces for the parity check (default 64)")
+    p.add_argument("--data-root", help="data pack root (default ../shared/data or $FACEANALYSIS_DATA)")
+    p.add_argument("--check", action="store_true", help="fail (exit 1) when an artifact misses its parity floors")
+    p.add_argument("-o", "--output", help="output folder, or a file path with the format's extension "
+                                          "(default weights/export)")
+    return p
+
+
+def _jobs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    if args.all:
+        if args.format or args.precision:
+            raise FaceAnalysisError("--all exports the release set; do not combine it with --format/--precision")
+        return list(RELEASE)
+    if not args.format:
+        raise FaceAnalysisError("give --format onnx|tflite|coreml (or --all)")
+    fmts = [f.strip() for f in args.format.split(",") if f.strip()]
+    jobs = []
+    for f in fmts:
+        precs = [p.strip() for p in args.precision.split(",")] if args.precision else [DEFAULT_PRECISION.get(f, "")]
+        for prec in precs:
+            check_choice(f, prec)
+            jobs.append((f, prec))
+    if len(jobs) > 1 and args.output and Path(args.output).suffix:
+        raise FaceAnalysisError("several artifacts need -o to be a folder, not a file")
+    return jobs
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the export command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except FaceAnalysisError as err:
+        print(f"faceanalysis export: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .pipeline import export_artifact
+
+    jobs = _jobs(args)
+    if args.calib_n < 1 or args.parity_n < 1:
+        raise FaceAnalysisError("--calib-n and --parity-n must be >= 1")
+    if args.calib_data is not None and not Path(args.calib_data).is_dir():
+        raise FaceAnalysisError(f"--calib-data {args.calib_data} is not a folder; give a folder of face photos")
+    shared = _shared_inputs(args, jobs)
+    failed = 0
+    for fmt, prec in jobs:
+        print(f"exporting {fmt} {prec} ...", flush=True)
+        path = export_artifact(fmt, prec, args.weights, args.output, args.calib_data, args.calib_n, args.parity_n,
+                               args.data_root, calib=shared.get("calib"), parity_x=shared.get("parity"))
+        side = json.loads(sidecar_path(path).read_text())
+        from .parity import format_metrics
+
+        par = side["parity"]
+        line = format_metrics(par["metrics"]) if par.get("measured") else par["note"]
+        status = "" if not par.get("measured") else (" FAIL: " + "; ".join(par["failures"]) if par["failures"]
+                                                     else " (parity floors met)")
+        failed += bool(par.get("failures"))
+        print(f"  {path} {side['size_bytes'] / 1e6:.2f} MB\n  parity: {line}{status}")
+    return 1 if (args.check and failed) else 0
+
+
+def _shared_inputs(args: argparse.Namespace, jobs: list[tuple[str, str]]) -> dict:
+    """Calibration / parity crops computed once for all artifacts of this command."""
+    from ..preprocess import normalise_array
+    from ..weights import DEFAULT_WEIGHTS, read_config
+    from .calibration import calibration_inputs, parity_crops
+
+    cfg = read_config(args.weights or DEFAULT_WEIGHTS)
+    out = {}
+    if any(p.startswith("int8") and p != "int8-dynamic" and f != "coreml" for f, p in jobs):
+        out["calib"] = calibration_inputs(cfg.preprocess, args.calib_data, args.calib_n, args.data_root)
+    if any(f != "coreml" for f, _ in jobs):
+        out["parity"] = normalise_array(parity_crops(cfg.preprocess, args.parity_n, data_root=args.data_root),
+                                        cfg.preprocess)
+    return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,199 @@
+"""One export: load weights, convert, measure parity on held-out faces, write the JSON sidecar."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import (EXPORT_DIR, EXTENSIONS, INPUT_NAME, PRECISION_NOTES, artifact_name, check_choice, sidecar_path)
+from ..config import FaceAnalysisConfig
+from ..errors import FaceAnalysisError
+
+CONFIG_KEY = "faceanalysis_config"
+
+
+def resolve_output(out: str | Path | None, weights: Path, fmt: str, precision: str) -> Path:
+    """``out`` may be a file with the format's extension or a folder (default ``weights/export``)."""
+    ext = "." + EXTENSIONS[fmt]
+    out = Path(out) if out is not None else EXPORT_DIR
+    path = out if out.suffix == ext else out / artifact_name(weights, fmt, precision)
+    if out.suffix and out.suffix != ext and out.suffix in {".onnx", ".tflite", ".mlpackage"}:
+        raise FaceAnalysisError(f"output {out} has the wrong extension for {fmt}; use {ext} or give a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise FaceAnalysisError(f"cannot write to {path.parent} ({err.strerror or err}); choose another -o") from err
+    if path.exists() and path.is_dir() and fmt != "coreml":
+        raise FaceAnalysisError(f"output {path} is a folder; give a file path or a different folder")
+    return path
+
+
+def output_info(cfg: FaceAnalysisConfig) -> list[dict[str, str]]:
+    """Name, shape (after the batch axis) and meaning of every output, in graph order."""
+    from ..tasks import get_tasks
+
+    s = cfg.model.input_size
+    info = []
+    for t in get_tasks(list(cfg.model.tasks)):
+        for name, (shape, meaning) in t.outputs.items():
+            shape = shape.replace("S/2", str(s // 2)).replace("E", str(cfg.model.embedding_dim))
+            info.append({"name": name, "shape": shape, "meaning": meaning})
+    return info
+
+
+def class_names() -> dict[str, list[str]]:
+    from ..tasks.attributes import ATTRIBUTES
+    from ..tasks.expression import CLASSES as EXPRESSIONS
+    from ..tasks.parsing import CLASSES as PARSING
+
+    return {"parsing": list(PARSING), "expression": list(EXPRESSIONS), "attributes": list(ATTRIBUTES)}
+
+
+def preprocessing(cfg: FaceAnalysisConfig) -> dict[str, Any]:
+    pre = cfg.preprocess
+    return {"layout": "NCHW", "channels": "RGB", "dtype": "float32", "input_size": pre.input_size,
+            "mean": list(pre.mean), "std": list(pre.std),
+            "formula": "x = (pixel / 255 - mean) / std",
+            "scale": [1.0 / (255.0 * s) for s in pre.std], "bias": [-m / s for m, s in zip(pre.mean, pre.std)],
+            "alignment_template": [list(p) for p in pre.template],
+            "alignment": "similarity warp of the 5 key points (right eye, left eye, nose, right / left mouth "
+                         "corner) onto alignment_template * input_size (faceanalysis.align)"}
+
+
+def build_metadata(cfg: FaceAnalysisConfig, weights_sha: str, fmt: str, precision: str) -> dict[str, str]:
+    """String metadata stored inside the artifact (ONNX metadata_props / CoreML user metadata)."""
+    return {CONFIG_KEY: cfg.to_json(), "format": fmt, "precision": precision, "weights_sha256": weights_sha,
+            "preprocessing": json.dumps(preprocessing(cfg)), "output_names": json.dumps(cfg_output_names(cfg)),
+            "class_names": json.dumps(class_names()), "input_name": INPUT_NAME}
+
+
+def cfg_output_names(cfg: FaceAnalysisConfig) -> list[str]:
+    return [o["name"] for o in output_info(cfg)]
+
+
+def _versions(fmt: str) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = {"onnx": ["torch", "onnx", "onnxruntime", "onnxconverter-common"],
+             "tflite": ["torch", "litert-torch", "ai-edge-litert", "torchao"],
+             "coreml": ["torch", "coremltools"]}[fmt]
+    out = {}
+    for n in names:
+        try:
+            out[n] = version(n)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def export_artifact(fmt: str, precision: str, weights: str | Path | None = None, out: str | Path | None = None,
+                    calib_data: str | Path | None = None, calib_n: int = 300, parity_n: int = 64,
+                    data_root: str | Path | None = None, calib: np.ndarray | None = None,
+                    parity_x: np.ndarray | None = None, check: bool = False) -> Path:
+    """Export one artifact and write its sidecar; returns the artifact path.
+
+    ``calib`` / ``parity_x`` (normalised crops) override the data-pack defaults (used by tests and to
+    share crops between artifacts). With ``check``, parity floors that are missed raise.
+    """
+    from ..weights import DEFAULT_WEIGHTS, file_sha256, load_model
+    from . import parity
+    from .calibration import calibration_inputs, parity_crops
+    from ..preprocess import normalise_array
+
+    check_choice(fmt, precision)
+    weights = Path(weights) if weights is not None else DEFAULT_WEIGHTS
+    if calib_data is not None and not Path(calib_data).exists():
+        raise FaceAnalysisError(f"calibration data {calib_data} does not exist; give a folder of face photos")
+    needs_calib = precision in ("int8", "int8-full") and fmt in ("onnx", "tflite")
+    if calib_data is not None and not needs_calib:
+        print(f"note: --calib-data is not used for {fmt} {precision}")
+    model, cfg = load_model(weights)  # raises when the weights do not match their config
+    path = resolve_output(out, weights, fmt, precision)
+    sha = file_sha256(weights)
+    meta = build_metadata(cfg, sha, fmt, precision)
+    calib_info: dict[str, Any] | None = None
+    if needs_calib and calib is None:
+        calib = calibration_inputs(cfg.preprocess, calib_data, calib_n, data_root)
+    if needs_calib:
+        calib_info = {"images": int(len(calib)), "source": str(calib_data) if calib_data else
+                      "data pack training splits: utkface train, celeba_attr train, fer2013 Training"}
+    t0 = time.time()
+    tmp = Path(tempfile.mkdtemp(prefix="fa-export-"))
+    try:
+        if fmt == "onnx":
+            from . import onnx_export
+
+            fp32 = onnx_export.export_fp32(model, tmp / "fp32.onnx", meta)
+            if precision == "fp32":
+                shutil.move(fp32, path)
+            elif precision == "fp16":
+                onnx_export.to_fp16(fp32, path)
+            else:
+                onnx_export.to_int8(fp32, path, calib)
+        elif fmt == "tflite":
+            from . import tflite_export
+
+            tflite_export.export(model, cfg, path, precision, calib)
+        else:
+            from . import coreml_export
+
+            desc = {o["name"]: f"({o['shape']}) {o['meaning']}" for o in output_info(cfg)}
+            coreml_export.export(model, cfg, path, precision, meta, desc)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    seconds = time.time() - t0
+    size = _size(path)
+    side: dict[str, Any] = {
+        "format": fmt, "precision": precision, "precision_note": PRECISION_NOTES[precision],
+        "file": path.name, "size_bytes": size,
+        "input": {"name": INPUT_NAME, "shape": ["N" if fmt == "onnx" else 1, 3, cfg.model.input_size,
+                                                 cfg.model.input_size], **preprocessing(cfg)},
+        "outputs": output_info(cfg), "class_names": class_names(),
+        "weights": {"file": weights.name, "sha256": sha}, "config": json.loads(cfg.to_json()),
+        "calibration": calib_info, "tools": _versions(fmt), "export_seconds": round(seconds, 1),
+    }
+    if fmt == "tflite":
+        from .tflite_export import SIGNATURE
+        side["signature"] = SIGNATURE
+        side["tensor_names"] = "signature outputs are named as in 'outputs' (signature runner keys)"
+    if fmt == "coreml":
+        side["parity"] = {"measured": False, "note": "CoreML prediction needs macOS: run "
+                          "python export/check_coreml_macos.py " + path.name + " on a Mac"}
+    else:
+        if parity_x is None:
+            parity_x = normalise_array(parity_crops(cfg.preprocess, parity_n, data_root=data_root), cfg.preprocess)
+        side["parity"] = measure(path, fmt, model, parity_x, precision, meta_cfg=cfg)
+    sidecar_path(path).write_text(json.dumps(side, indent=1))
+    if check and side["parity"].get("failures"):
+        raise FaceAnalysisError(f"{path.name} misses the {precision} parity floors: "
+                                + "; ".join(side["parity"]["failures"]))
+    return path
+
+
+def measure(path: Path, fmt: str, model, x: np.ndarray, precision: str, meta_cfg: FaceAnalysisConfig | None = None
+            ) -> dict[str, Any]:
+    """Parity metrics of an artifact against ``model`` on normalised crops ``x``."""
+    from . import parity
+    from .runners import load_runner
+
+    runner = load_runner(fmt, path, config=meta_cfg)
+    ref = parity.torch_reference(model, x)
+    out = parity.run_batched(runner, x, 16)
+    m = parity.compare(ref, out)
+    return {"measured": True, "images": "held-out test splits (celebamask_mini, utkface, celeba_attr test)",
+            "metrics": m, "floors": {k: list(v) for k, v in parity.floors_for(precision).items()},
+            "failures": parity.failures(m, precision)}
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size

@@ -1,0 +1,215 @@
+"""Export layer: ONNX / TFLite / CoreML artifacts, sidecars, runners, parity floors and bad input."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from faceanalysis import FaceAnalysisError
+from faceanalysis.export import export_artifact, read_sidecar
+from faceanalysis.export.calibration import parity_crops, training_crops
+from faceanalysis.export.parity import compare, failures, run_batched, torch_reference
+from faceanalysis.preprocess import normalise_array
+from faceanalysis.weights import load_model, read_config
+
+PARITY_N = 64
+
+
+@pytest.fixture(scope="module")
+def tiny_inputs(tiny_weights, data_root):
+    pre = read_config(tiny_weights).preprocess
+    return normalise_array(training_crops(pre, 16), pre), normalise_array(parity_crops(pre, 8), pre)
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny_weights, tiny_inputs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx")
+    calib, par = tiny_inputs
+    return {p: export_artifact("onnx", p, tiny_weights, out, calib=calib, parity_x=par) for p in ("fp32", "fp16", "int8")}
+
+
+def test_onnx_contract(tiny_onnx, tiny_weights, tiny_inputs):
+    import onnx
+
+    from faceanalysis.export.runners import OnnxRunner
+
+    model, cfg = load_model(tiny_weights)
+    path = tiny_onnx["fp32"]
+    m = onnx.load(str(path))
+    onnx.checker.check_model(m)
+    meta = {p.key: p.value for p in m.metadata_props}
+    assert json.loads(meta["faceanalysis_config"])["model"]["embed_dim"] == cfg.model.embed_dim
+    assert json.loads(meta["preprocessing"])["mean"] == list(cfg.preprocess.mean)
+    assert [o.name for o in m.graph.output] == model.output_names
+    runner = OnnxRunner(path)  # config read back from metadata_props
+    assert runner.config.to_json() == cfg.to_json()
+    x = tiny_inputs[1][:3]  # batch 3: the batch axis is dynamic (exported with batch 2)
+    out, ref = runner(x), torch_reference(model, x)
+    for k in model.output_names:
+        assert out[k].shape == ref[k].shape
+        np.testing.assert_allclose(out[k], ref[k], atol=1e-3)
+    only = OnnxRunner(path, tasks=["pose", "identity"])
+    assert list(only(x)) == ["pose", "embedding"]
+
+
+def test_sidecars(tiny_onnx, tiny_weights):
+    from faceanalysis.weights import file_sha256
+
+    sizes = {}
+    for prec, path in tiny_onnx.items():
+        side = read_sidecar(path)
+        assert side["format"] == "onnx" and side["precision"] == prec
+        assert side["weights"]["sha256"] == file_sha256(tiny_weights)
+        assert side["input"]["mean"] and side["input"]["std"] and side["input"]["shape"][1:] == [3, 64, 64]
+        assert [o["name"] for o in side["outputs"]][:2] == ["parsing", "landmarks"]
+        assert len(side["class_names"]["parsing"]) == 19 and len(side["class_names"]["expression"]) == 7
+        assert side["parity"]["measured"] and "embedding_cosine_mean" in side["parity"]["metrics"]
+        sizes[prec] = side["size_bytes"]
+    assert read_sidecar(tiny_onnx["int8"])["calibration"]["images"] == 16
+    assert sizes["fp16"] < 0.6 * sizes["fp32"]
+
+
+def test_fp16_near_exact(tiny_onnx):
+    side = read_sidecar(tiny_onnx["fp16"])
+    assert side["parity"]["failures"] == [], side["parity"]
+
+
+def test_parity_metrics_can_fail():
+    rng = np.random.default_rng(0)
+    ref = {"embedding": rng.normal(size=(8, 16)), "landmarks": rng.uniform(0, 64, (8, 68, 2)),
+           "parsing": rng.normal(size=(8, 19, 4, 4)), "expression": rng.dirichlet(np.ones(7), 8)}
+    assert failures(compare(ref, ref), "int8") == []
+    bad = {k: v + rng.normal(size=v.shape) * 5 for k, v in ref.items()}
+    assert len(failures(compare(ref, bad), "int8")) >= 3
+
+
+# ---- shipped weights: int8 floors -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def shipped_int8(default_weights, data_root, tmp_path_factory):
+    pre = read_config(default_weights).preprocess
+    out = tmp_path_factory.mktemp("int8")
+    return export_artifact("onnx", "int8", default_weights, out, calib=normalise_array(training_crops(pre, 300), pre),
+                           parity_n=PARITY_N)
+
+
+def test_onnx_int8_parity_floors(shipped_int8, default_weights, data_root):
+    from faceanalysis.export.runners import OnnxRunner
+
+    model, cfg = load_model(default_weights)
+    x = normalise_array(parity_crops(cfg.preprocess, PARITY_N), cfg.preprocess)
+    m = compare(torch_reference(model, x), run_batched(OnnxRunner(shipped_int8), x))
+    assert m["embedding_cosine_mean"] >= 0.98
+    assert m["landmarks_mean_px"] <= 1.0
+    assert m["parsing_agreement"] >= 0.97
+    assert m["expression_top1_agreement"] >= 0.95
+    assert read_sidecar(shipped_int8)["parity"]["failures"] == []
+    fp32_bytes = 4 * sum(p.numel() for p in model.parameters())
+    assert shipped_int8.stat().st_size <= fp32_bytes / 3
+
+
+def test_analyzer_onnx_backend_matches_torch(shipped_int8, default_weights, face_photo):
+    from faceanalysis import FaceAnalyzer
+
+    ft = FaceAnalyzer(default_weights).analyze(face_photo)
+    fo = FaceAnalyzer(shipped_int8, backend="onnx").analyze(face_photo)
+    assert len(ft) == len(fo) >= 1
+    a, b = ft[0], fo[0]
+    assert FaceAnalyzer.similarity(a, b) >= 0.98
+    assert np.linalg.norm(a.landmarks - b.landmarks, axis=1).mean() <= 3.0  # image px (crop px x scale)
+    assert a.expression == b.expression
+    assert (a.parsing.mask == b.parsing.mask).mean() >= 0.95
+
+
+# ---- TFLite / CoreML (optional toolchains) ----------------------------------------------------
+def test_tflite_fp32_tiny(tiny_weights, tiny_inputs, tmp_path):
+    pytest.importorskip("litert_torch", reason="pip install 'faceanalysis[export]'")
+    from faceanalysis.export.runners import TFLiteRunner
+
+    path = export_artifact("tflite", "fp32", tiny_weights, tmp_path, parity_x=tiny_inputs[1])
+    runner = TFLiteRunner(path)
+    model, _ = load_model(tiny_weights)
+    assert runner.output_names == model.output_names
+    m = compare(torch_reference(model, tiny_inputs[1]), run_batched(runner, tiny_inputs[1]))
+    assert failures(m, "fp32") == [], m
+
+
+def test_coreml_spec_tiny(tiny_weights, tmp_path):
+    pytest.importorskip("coremltools", reason="pip install 'faceanalysis[export]'")
+    from faceanalysis.export.coreml_export import inspect
+
+    model, _ = load_model(tiny_weights)
+    path = export_artifact("coreml", "fp16", tiny_weights, tmp_path)
+    assert path.suffix == ".mlpackage" and path.is_dir()
+    spec = inspect(path)
+    assert spec["inputs"] == ["input"] and spec["outputs"] == model.output_names
+    assert "faceanalysis_config" in spec["metadata"]
+    assert read_sidecar(path)["parity"]["measured"] is False
+
+
+# ---- bad input --------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt,prec,msg", [("pb", "fp32", "unknown export format"), ("onnx", "int4", "not available"),
+                                          ("tflite", "fp16", "not available")])
+def test_bad_format_or_precision(tiny_weights, tmp_path, fmt, prec, msg):
+    with pytest.raises(FaceAnalysisError, match=msg):
+        export_artifact(fmt, prec, tiny_weights, tmp_path)
+
+
+def test_cli_errors(tiny_weights, tmp_path, capsys):
+    from faceanalysis.export.cli import main
+
+    assert main(["--format", "pb", "--weights", str(tiny_weights), "-o", str(tmp_path)]) == 2
+    assert "unknown export format" in capsys.readouterr().err
+    assert main(["--format", "onnx", "--precision", "int8", "--weights", str(tiny_weights),
+                 "--calib-data", str(tmp_path / "missing"), "-o", str(tmp_path)]) == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
+def test_calibration_folder_without_faces(tiny_weights, tmp_path):
+    import cv2
+
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "wall.png"), np.full((200, 200, 3), 127, np.uint8))
+    with pytest.raises(FaceAnalysisError, match="no detectable face"):
+        export_artifact("onnx", "int8", tiny_weights, tmp_path / "o", calib_data=folder)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FaceAnalysisError, match="contains no images"):
+        export_artifact("onnx", "int8", tiny_weights, tmp_path / "o", calib_data=empty)
+
+
+def test_weights_not_matching_config(tiny_weights, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    cfg = read_config(tiny_weights)
+    cfg.model.embed_dim = 96
+    bad = tmp_path / "bad.safetensors"
+    with safe_open(str(tiny_weights), "pt") as f:
+        meta = dict(f.metadata())
+    meta["faceanalysis_config"] = cfg.to_json()
+    save_file(load_file(str(tiny_weights)), str(bad), metadata=meta)
+    with pytest.raises(FaceAnalysisError, match="does not match its config"):
+        export_artifact("onnx", "fp32", bad, tmp_path)
+
+
+def test_output_not_writable(tiny_weights, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(FaceAnalysisError, match="cannot write"):
+        export_artifact("onnx", "fp32", tiny_weights, blocker / "sub")
+
+
+def test_runner_errors(tiny_weights, tmp_path, monkeypatch):
+    from faceanalysis.export import runners
+    from faceanalysis.runtime import make_runner
+
+    monkeypatch.setattr(runners, "EXPORT_DIR", tmp_path / "none")
+    with pytest.raises(FaceAnalysisError, match="faceanalysis export"):
+        make_runner("onnx", None, "cpu", None)
+    with pytest.raises(FaceAnalysisError, match="export it first"):
+        make_runner("onnx", tiny_weights, "cpu", None)
+    with pytest.raises(FaceAnalysisError, match="does not exist"):
+        make_runner("tflite", tmp_path / "x.tflite", "cpu", None)

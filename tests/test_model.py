@@ -1,0 +1,88 @@
+"""FaceModel: named outputs, shapes, activations, task subsets, batch independence (tiny config)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from faceanalysis.config import ModelConfig
+from faceanalysis.model import FaceModel
+from faceanalysis.tasks import TASKS
+from faceanalysis.weights import load_model
+
+from conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return FaceModel(ModelConfig(**TINY)).eval()
+
+
+@pytest.fixture(scope="module")
+def batch():
+    torch.manual_seed(1)
+    return torch.randn(3, 3, TINY["input_size"], TINY["input_size"])
+
+
+def test_outputs_names_and_shapes(tiny_model, batch):
+    s = TINY["input_size"]
+    with torch.no_grad():
+        out = tiny_model(batch)
+    assert list(out) == tiny_model.output_names
+    assert tiny_model.output_names == [n for t in TASKS.values() for n in t.outputs]
+    shapes = {k: tuple(v.shape) for k, v in out.items()}
+    assert shapes == {"parsing": (3, 19, s // 2, s // 2), "landmarks": (3, 68, 2), "pose": (3, 3), "attributes": (3, 40),
+                      "age": (3,), "gender": (3,), "expression": (3, 7), "embedding": (3, 128)}
+    assert all(torch.isfinite(v).all() for v in out.values())
+
+
+def test_activations(tiny_model, batch):
+    with torch.no_grad():
+        out = tiny_model(batch)
+        raw = tiny_model(batch, raw=True)
+    torch.testing.assert_close(out["expression"].sum(-1), torch.ones(3))
+    torch.testing.assert_close(out["embedding"].norm(dim=-1), torch.ones(3))
+    assert ((out["attributes"] >= 0) & (out["attributes"] <= 1)).all()
+    assert ((out["gender"] >= 0) & (out["gender"] <= 1)).all()
+    assert ((out["age"] >= 0) & (out["age"] <= 100)).all()
+    assert raw["age"].shape == (3, 101)  # age bins before the expectation
+    torch.testing.assert_close(out["pose"], raw["pose"] * 45.0)
+    # landmarks are soft-argmax positions inside the crop
+    s = TINY["input_size"]
+    assert (out["landmarks"] >= -0.5).all() and (out["landmarks"] <= s - 0.5).all()
+
+
+def test_task_subset_gives_the_same_values(tiny_model, batch):
+    with torch.no_grad():
+        full = tiny_model(batch)
+        part = tiny_model(batch, tasks=["pose", "identity"])
+        part2 = tiny_model(batch, tasks=["landmarks"])
+    assert set(part) == {"pose", "embedding"} and set(part2) == {"landmarks"}
+    for k, v in {**part, **part2}.items():
+        torch.testing.assert_close(v, full[k])
+
+
+def test_samples_are_independent_in_a_batch(tiny_model, batch):
+    with torch.no_grad():
+        together = tiny_model(batch)
+        alone = [tiny_model(batch[i:i + 1]) for i in range(len(batch))]
+    for k, v in together.items():
+        torch.testing.assert_close(v, torch.cat([a[k] for a in alone]), atol=1e-4, rtol=1e-4)
+
+
+def test_config_with_fewer_tasks_builds_fewer_heads():
+    m = FaceModel(ModelConfig(**{**TINY, "tasks": ("pose", "expression")})).eval()
+    assert set(m.heads) == {"pose", "expression"}
+    with torch.no_grad():
+        out = m(torch.zeros(1, 3, TINY["input_size"], TINY["input_size"]))
+    assert set(out) == {"pose", "expression"}
+
+
+def test_shipped_weights_build_the_documented_model(default_weights):
+    model, cfg = load_model(default_weights)
+    assert cfg.model.input_size == cfg.preprocess.input_size == 128
+    assert not model.training
+    with torch.no_grad():
+        out = model(torch.zeros(2, 3, 128, 128))
+    assert out["parsing"].shape == (2, 19, 64, 64) and out["landmarks"].shape == (2, 68, 2)
+    assert all(p.dtype == torch.float32 for p in model.parameters())

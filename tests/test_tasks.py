@@ -1,0 +1,178 @@
+"""Label transforms of each task: flip permutations, pose signs under flip and rotation, parsing l/r swap."""
+from __future__ import annotations
+
+import csv
+
+import cv2
+import numpy as np
+import pytest
+
+from faceanalysis import align
+from faceanalysis.tasks import TASKS, Geometry, get_tasks
+from faceanalysis.tasks import landmarks as lm_mod
+from faceanalysis.tasks import parsing as parsing_mod
+from faceanalysis import FaceAnalysisError
+
+S = 64
+
+
+def _identity_geo(flip: bool) -> Geometry:
+    return Geometry(matrix=np.array([[1.0, 0, 0], [0, 1.0, 0]]), flip=flip, size=S)
+
+
+def _real_300w_points(data_root, n=5) -> np.ndarray:
+    with open(data_root / "300w_partial" / "labels.csv", newline="") as f:
+        rows = [r for _, r in zip(range(n), csv.DictReader(f))]
+    cols = [f"{a}{i}" for i in range(68) for a in "xy"]
+    return np.array([[float(r[c]) for c in cols] for r in rows], np.float32).reshape(-1, 68, 2)
+
+
+# ---- landmarks ---------------------------------------------------------------------------------------------------
+def test_landmark_flip_perm_is_an_involution_pairing_left_and_right():
+    perm = lm_mod.FLIP_PERM
+    assert sorted(perm.tolist()) == list(range(68))
+    np.testing.assert_array_equal(perm[perm], np.arange(68))
+    # iBUG pairs: jaw ends, brow ends, outer / inner eye corners, mouth corners; midline points stay
+    for a, b in [(0, 16), (17, 26), (36, 45), (39, 42), (37, 44), (41, 46), (31, 35), (48, 54), (60, 64)]:
+        assert perm[a] == b and perm[b] == a
+    for mid in (8, 27, 28, 29, 30, 33, 51, 57, 62, 66):
+        assert perm[mid] == mid
+
+
+def test_landmark_warp_target_flip_mirrors_and_keeps_semantics(data_root):
+    task = TASKS["landmarks"]
+    for pts in _real_300w_points(data_root):
+        kps = align.kps5_from_68(pts)
+        from faceanalysis.config import PreprocessConfig
+
+        pre = PreprocessConfig(input_size=S)
+        m = align.alignment_matrix(kps, pre)
+        plain = task.warp_target({"points": pts, "weight": np.float32(1)}, Geometry(m, False, S))["points"]
+        flipped = task.warp_target({"points": pts, "weight": np.float32(1)}, Geometry(m, True, S))["points"]
+        # geometry: each flipped point is the mirror image (x -> S-1-x) of its partner
+        np.testing.assert_allclose(flipped[:, 0], S - 1 - plain[lm_mod.FLIP_PERM, 0], atol=1e-4)
+        np.testing.assert_allclose(flipped[:, 1], plain[lm_mod.FLIP_PERM, 1], atol=1e-4)
+        # semantics: the subject's right eye (36-41) and right mouth corner (48) stay on the image's left
+        assert flipped[36:42, 0].mean() < flipped[42:48, 0].mean()
+        assert flipped[48, 0] < flipped[54, 0]
+        # the jaw still runs from image-left (0) to image-right (16)
+        assert flipped[0, 0] < flipped[16, 0]
+
+
+def test_landmark_warp_target_applies_the_matrix():
+    task = TASKS["landmarks"]
+    pts = np.random.default_rng(0).uniform(0, 100, (68, 2)).astype(np.float32)
+    m = cv2.getRotationMatrix2D((50, 50), 25, 0.5)
+    out = task.warp_target({"points": pts, "weight": np.float32(2)}, Geometry(m, False, S))
+    np.testing.assert_allclose(out["points"], pts @ m[:, :2].T + m[:, 2], atol=1e-3)
+    assert out["weight"] == 2
+
+
+# ---- pose --------------------------------------------------------------------------------------------------------
+def test_pose_flip_negates_yaw_and_roll_keeps_pitch():
+    task = TASKS["pose"]
+    out = task.warp_target({"ypr": np.array([20.0, -7.0, 5.0], np.float32)}, _identity_geo(True))["ypr"]
+    np.testing.assert_allclose(out, [-20.0, -7.0, -5.0], atol=1e-5)
+    out = task.warp_target({"ypr": np.array([20.0, -7.0, 5.0], np.float32)}, _identity_geo(False))["ypr"]
+    np.testing.assert_allclose(out, [20.0, -7.0, 5.0], atol=1e-5)
+
+
+@pytest.mark.parametrize("angle", [-30.0, 10.0, 45.0])
+def test_pose_roll_follows_in_plane_rotation(angle):
+    """A crop that rotates the content counter-clockwise by ``angle`` adds ``angle`` to roll (roll > 0 = CCW)."""
+    task = TASKS["pose"]
+    m = cv2.getRotationMatrix2D((S / 2, S / 2), angle, 1.0)  # OpenCV: positive angle = CCW as displayed
+    assert align.rotation_ccw_deg(m) == pytest.approx(angle, abs=1e-6)
+    ypr = np.array([3.0, 4.0, 5.0], np.float32)
+    out = task.warp_target({"ypr": ypr.copy()}, Geometry(m, False, S))["ypr"]
+    np.testing.assert_allclose(out, [3.0, 4.0, 5.0 + angle], atol=1e-4)
+    # to_face undoes it: crop-frame pose -> image-frame pose
+    back = task.to_face({"pose": out}, m, (S, S), None)["pose"]
+    np.testing.assert_allclose(back, ypr, atol=1e-4)
+
+
+def test_pose_roll_sign_matches_a_rotated_face(data_root):
+    """Real geometry: rotate a labelled face CCW by 20 deg; the alignment matrix must report a CW correction."""
+    pts = _real_300w_points(data_root, 1)[0]
+    from faceanalysis.config import PreprocessConfig
+
+    pre = PreprocessConfig(input_size=S)
+    c = pts.mean(0)
+    rot = cv2.getRotationMatrix2D((float(c[0]), float(c[1])), 20.0, 1.0)
+    m0 = align.alignment_matrix(align.kps5_from_68(pts), pre)
+    m1 = align.alignment_matrix(align.kps5_from_68(align.transform_points(pts, rot)), pre)
+    # the head is 20 deg more CCW in the rotated image, so the aligning warp rotates 20 deg more CW
+    assert align.rotation_ccw_deg(m1) - align.rotation_ccw_deg(m0) == pytest.approx(-20.0, abs=0.5)
+    # and to_face reports the image roll grew by 20 deg for the same crop-frame prediction
+    r0 = TASKS["pose"].to_face({"pose": np.zeros(3)}, m0, (256, 256), pre)["pose"][2]
+    r1 = TASKS["pose"].to_face({"pose": np.zeros(3)}, m1, (256, 256), pre)["pose"][2]
+    assert r1 - r0 == pytest.approx(20.0, abs=0.5)
+
+
+def test_pose_roll_wraps_to_plus_minus_180():
+    m = cv2.getRotationMatrix2D((0, 0), -170.0, 1.0)
+    roll = TASKS["pose"].to_face({"pose": np.array([0.0, 0.0, 30.0])}, m, (10, 10), None)["pose"][2]
+    assert -180.0 <= roll < 180.0
+    assert roll == pytest.approx(-160.0, abs=1e-4)
+
+
+# ---- parsing -----------------------------------------------------------------------------------------------------
+def test_parsing_flip_perm_swaps_exactly_the_l_r_classes():
+    names = parsing_mod.CLASSES
+    perm = parsing_mod.FLIP_PERM
+    np.testing.assert_array_equal(perm[perm], np.arange(len(names)))
+    # subject-side pairs; note "l_lip" is the lower lip and "neck_l" the necklace: neither has a side
+    pairs = [("l_eye", "r_eye"), ("l_brow", "r_brow"), ("l_ear", "r_ear")]
+    sided = set()
+    for a, b in pairs:
+        assert perm[names.index(a)] == names.index(b) and perm[names.index(b)] == names.index(a)
+        sided |= {a, b}
+    for i, n in enumerate(names):
+        if n not in sided:
+            assert perm[i] == i, n
+
+
+def test_parsing_warp_target_flip_moves_and_relabels():
+    task = TASKS["parsing"]
+    names = parsing_mod.CLASSES
+    mask = np.zeros((S, S), np.uint8)
+    mask[20:25, 40:48] = names.index("l_eye")  # subject's left eye: image right
+    mask[20:25, 10:18] = names.index("r_eye")
+    mask[30:40, 28:36] = names.index("nose")
+    mask[0:3, :] = parsing_mod.IGNORE
+    out = task.warp_target({"mask": mask}, _identity_geo(True))["mask"]
+    assert out.dtype == np.uint8
+    # after the flip the eye on the image right is again the subject's left eye (it was the right eye before)
+    assert (out[20:25, S - 18:S - 10] == names.index("l_eye")).all()
+    assert (out[20:25, S - 48:S - 40] == names.index("r_eye")).all()
+    assert (out[30:40, S - 36:S - 28] == names.index("nose")).all()
+    assert (out[0:3] == parsing_mod.IGNORE).all()
+    no_flip = task.warp_target({"mask": mask}, _identity_geo(False))["mask"]
+    np.testing.assert_array_equal(no_flip, mask)
+
+
+def test_parsing_warp_target_fills_outside_with_ignore():
+    task = TASKS["parsing"]
+    mask = np.full((S, S), 1, np.uint8)
+    m = np.array([[1.0, 0, 20], [0, 1.0, 0]])  # shift right: the first 20 columns come from outside
+    out = task.warp_target({"mask": mask}, Geometry(m, False, S))["mask"]
+    assert (out[:, :20] == parsing_mod.IGNORE).all() and (out[:, 21:] == 1).all()
+
+
+# ---- vector tasks and registry -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["attributes", "expression", "identity"])
+def test_vector_targets_do_not_change_under_flip(name):
+    task = TASKS[name]
+    tgt = task.empty_target(S)
+    tgt = {k: np.nan_to_num(np.asarray(v, np.float32), nan=0.25) for k, v in tgt.items()}
+    out = task.warp_target({k: v.copy() for k, v in tgt.items()}, _identity_geo(True))
+    for k in tgt:
+        np.testing.assert_array_equal(out[k], tgt[k])
+
+
+def test_task_registry_and_unknown_names():
+    assert list(TASKS) == ["parsing", "landmarks", "pose", "attributes", "expression", "identity"]
+    assert [t.name for t in get_tasks(["identity", "pose"])] == ["pose", "identity"]
+    assert [t.name for t in get_tasks("pose")] == ["pose"]
+    with pytest.raises(FaceAnalysisError, match="unknown task"):
+        get_tasks(["pose", "gaze"])
