@@ -1,7 +1,6 @@
 """The Python API: :class:`FaceAnalyzer` and :class:`Face`."""
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import dataclass, field
 from pathlib import Path

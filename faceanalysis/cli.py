@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import FaceAnalysisError
+from .errors import FaceAnalysisError, run_command
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -129,13 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         args = parser.parse_args(argv)
         func = lambda: args.func(args)  # noqa: E731
-    try:
-        return int(func() or 0)
-    except FaceAnalysisError as err:
-        print(f"faceanalysis: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return run_command("faceanalysis", func)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Iterator
 import cv2
 import numpy as np
 
-from .errors import FaceAnalysisError
+from .errors import FaceAnalysisError, run_command
 
 if TYPE_CHECKING:
     from .api import Face, FaceAnalyzer
@@ -410,13 +410,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """``faceanalysis demo`` entry point; user errors print one line and return 2."""
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except FaceAnalysisError as err:
-        print(f"faceanalysis demo: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return run_command("faceanalysis demo", lambda: run(args))
 
 
 if __name__ == "__main__":

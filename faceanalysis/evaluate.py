@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .data.sources import default_data_root
-from .errors import FaceAnalysisError
+from .errors import FaceAnalysisError, run_command
 from .tasks import TASKS
 
 
@@ -56,11 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[2:] if sys.argv[1:2] == ["eval"] else sys.argv[1:]) if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    try:
-        return run(args)
-    except FaceAnalysisError as err:
-        print(f"faceanalysis eval: error: {err}", file=sys.stderr)
-        return 2
+    return run_command("faceanalysis eval", lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> int:

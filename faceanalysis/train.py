@@ -24,7 +24,7 @@ from tqdm import tqdm
 from .config import FaceAnalysisConfig, ModelConfig, PreprocessConfig, _build
 from .data.batches import AugmentConfig, MixtureSampler, collate, make_sample
 from .data.sources import Source, default_data_root, load_source
-from .errors import FaceAnalysisError
+from .errors import FaceAnalysisError, run_command
 from .model import FaceModel
 from .preprocess import to_tensor
 from .tasks import Task, get_tasks
@@ -39,7 +39,7 @@ class TrainConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    steps: int = 7000
+    steps: int = 5200
     batch_size: int = 64
     lr: float = 1e-3
     min_lr: float = 2e-5
@@ -292,6 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="override the config's step count")
     p.add_argument("--threads", type=int, default=None, help="override the config's CPU thread count")
     args = p.parse_args(argv)
+    return run_command("faceanalysis train", lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
     cfg = TrainConfig.load(args.config)
     if args.steps is not None:
         cfg.steps = args.steps

@@ -135,6 +135,35 @@ def test_tflite_fp32_tiny(tiny_weights, tiny_inputs, tmp_path):
     assert failures(m, "fp32") == [], m
 
 
+def test_tflite_int8_parity_floors(default_weights, data_root, tmp_path):
+    """The real int8 route on the shipped weights (static PT2E, Linear/Conv2d only): floors, size, float I/O."""
+    pytest.importorskip("litert_torch", reason="pip install 'faceanalysis[export]'")
+    from faceanalysis.export.runners import TFLiteRunner
+
+    model, cfg = load_model(default_weights)
+    pre = cfg.preprocess
+    x = normalise_array(parity_crops(pre, 32), pre)
+    path = export_artifact("tflite", "int8", default_weights, tmp_path,
+                           calib=normalise_array(training_crops(pre, 32), pre), parity_x=x)
+    side = read_sidecar(path)
+    assert side["parity"]["measured"] and side["parity"]["failures"] == [], side["parity"]
+    runner = TFLiteRunner(path, threads=1)
+    assert runner.input_detail["dtype"] == np.float32
+    m = compare(torch_reference(model, x), run_batched(runner, x))
+    assert failures(m, "int8") == [], m
+    assert m["embedding_cosine_mean"] >= 0.98 and m["landmarks_mean_px"] <= 1.0
+    fp32_bytes = 4 * sum(p.numel() for p in model.parameters())
+    assert path.stat().st_size <= fp32_bytes / 2.5  # weights really are int8
+
+
+@pytest.mark.parametrize("prec", ["int8-dynamic", "int8-full"])
+def test_tflite_unsupported_int8_variants(tiny_weights, tiny_inputs, tmp_path, prec):
+    pytest.importorskip("litert_torch", reason="pip install 'faceanalysis[export]'")
+    with pytest.raises(FaceAnalysisError, match="use --precision int8"):
+        export_artifact("tflite", prec, tiny_weights, tmp_path, calib=tiny_inputs[0], parity_x=tiny_inputs[1])
+    assert not list(tmp_path.glob("*.tflite"))
+
+
 def test_coreml_spec_tiny(tiny_weights, tmp_path):
     pytest.importorskip("coremltools", reason="pip install 'faceanalysis[export]'")
     from faceanalysis.export.coreml_export import inspect

@@ -7,7 +7,6 @@ Each protocol loads its test split, aligns every face on the one alignment path
 """
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable

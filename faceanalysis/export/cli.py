@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from . import FORMATS, RELEASE, check_choice, sidecar_path
-from ..errors import FaceAnalysisError
+from ..errors import FaceAnalysisError, run_command
 
 DEFAULT_PRECISION = {"onnx": "int8", "tflite": "int8", "coreml": "fp16"}
 
@@ -59,11 +58,7 @@ def _jobs(args: argparse.Namespace) -> list[tuple[str, str]]:
 def main(argv: list[str] | None = None) -> int:
     """Run the export command; returns the exit status."""
     args = build_parser().parse_args(argv)
-    try:
-        return _run(args)
-    except FaceAnalysisError as err:
-        print(f"faceanalysis export: error: {err}", file=sys.stderr)
-        return 2
+    return run_command("faceanalysis export", lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -1,10 +1,18 @@
 """TFLite export (Android / ARM) with litert-torch: fp32, PT2E int8 (static or dynamic).
 
 The model gets one signature ``face`` with input ``input`` (1, 3, S, S) float32 and one output per
-model output, named as in ONNX. ``int8`` is static PT2E quantization (per-channel symmetric int8
-weights, int8 activations calibrated on aligned training crops) of conv / linear / add; attention
-matmuls, softmax, LayerNorm, resize and the output activations stay float. ``int8-dynamic`` quantises
-weights only (activations on the fly).
+model output, named as in ONNX. ``int8`` is static PT2E quantization of the Linear / Conv2d layers only
+(per-channel symmetric int8 weights, per-tensor int8 activations calibrated on aligned training crops;
+BatchNorm is folded into its conv). Everything else stays float: attention matmuls, softmax, LayerNorm,
+GELU, adds, bilinear resize, the landmark soft-argmax, the output activations (sigmoid / softmax /
+L2 normalise). Some layers stay float on purpose (:data:`FLOAT_MODULES`): the first stem conv (else the
+converter turns the model input into int8), the pixel decoder's output conv (its int8 output ruins the
+landmark heatmaps: 28 px error) and every layer whose input does not depend on the image (the decoder's
+first self-attention over the constant task tokens, folded to constants). ``int8-dynamic`` and
+``int8-full`` are refused with a clear error (see :func:`export`).
+
+Why not the quantizer's default annotation: it also quantizes softmax / sigmoid with fixed int8 output
+params, add, mul and cat; the interpreter then rejects the int8 SOFTMAX over 4096 heatmap cells.
 """
 from __future__ import annotations
 
@@ -20,6 +28,9 @@ from ..config import FaceAnalysisConfig
 from ..errors import FaceAnalysisError
 
 SIGNATURE = "face"
+#: module-path fragments whose Linear / Conv2d layers stay float in the int8 exports (see module doc)
+FLOAT_MODULES = ("encoder.stem.s2.", "pixel_decoder.out")
+_QUANT_MODULE_TYPES = ("torch.nn.modules.linear.Linear", "torch.nn.modules.conv.Conv2d")
 
 
 class _DictWrapper(torch.nn.Module):
@@ -37,20 +48,30 @@ class _DictWrapper(torch.nn.Module):
 
 def export(model: torch.nn.Module, cfg: FaceAnalysisConfig, path: Path, precision: str,
            calib: np.ndarray | None = None) -> Path:
-    """Convert ``model`` to ``path`` (.tflite) at ``precision`` (fp32 | int8 | int8-dynamic)."""
+    """Convert ``model`` to ``path`` (.tflite) at ``precision`` (fp32 | int8)."""
     litert_torch = require("litert_torch", "TFLite export")
+    version = getattr(litert_torch, "__version__", "")
     if precision == "int8-full":
-        raise FaceAnalysisError("TFLite int8-full (integer-only input) is not available with litert-torch "
-                                f"{getattr(litert_torch, '__version__', '')}; use --precision int8")
+        raise FaceAnalysisError(f"TFLite int8-full (integer-only input) is not available with litert-torch {version}; "
+                                "use --precision int8 (int8 weights and activations, float input / outputs)")
+    if precision == "int8-dynamic":
+        raise FaceAnalysisError(
+            f"TFLite int8-dynamic does not convert with litert-torch {version} on this model (its dynamic-range "
+            "pass quantizes the decoder's constant task-token queries into an int8 batch_matmul the converter "
+            "rejects); use --precision int8 (static, float input / outputs)")
     s = cfg.model.input_size
     wrapper = _DictWrapper(model).eval()
     x = torch.from_numpy(calib[:1]) if calib is not None else torch.zeros(1, 3, s, s)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if precision == "fp32":
-            edge = litert_torch.signature(SIGNATURE, wrapper, sample_kwargs={INPUT_NAME: x}).convert()
-        else:
-            edge = _convert_pt2e(litert_torch, wrapper, x, precision, calib)
+        try:
+            if precision == "fp32":
+                edge = litert_torch.signature(SIGNATURE, wrapper, sample_kwargs={INPUT_NAME: x}).convert()
+            else:
+                edge = _convert_pt2e(litert_torch, wrapper, x, precision, calib)
+        except (RuntimeError, ValueError) as err:  # converter-pass failures surface as ValueError
+            raise FaceAnalysisError(f"litert-torch {version} could not convert the model at {precision} "
+                                    f"({str(err).splitlines()[0][:300]})") from err
     edge.export(str(path))
     _smoke_test(path, x.numpy())
     return path
@@ -65,8 +86,8 @@ def _smoke_test(path: Path, x: np.ndarray) -> None:
         path.unlink(missing_ok=True)
         raise FaceAnalysisError(
             f"the converted TFLite model does not run in ai_edge_litert ({str(err).splitlines()[0][:200]}); "
-            "known with litert-torch 0.10.0 PT2E int8 on this model (a quantized softmax / fully-connected "
-            "kernel rejects its quantization params): use --precision fp32 for TFLite, or ONNX int8") from err
+            "a quantized kernel rejected its quantization params (e.g. an int8 SOFTMAX when more than the "
+            "Linear / Conv2d layers get quantized); use --precision fp32 for TFLite, or ONNX int8") from err
 
 
 def _convert_pt2e(litert_torch, wrapper: torch.nn.Module, x: torch.Tensor, precision: str,
@@ -79,10 +100,8 @@ def _convert_pt2e(litert_torch, wrapper: torch.nn.Module, x: torch.Tensor, preci
     dynamic = precision == "int8-dynamic"
     if not dynamic and (calib is None or len(calib) == 0):
         raise FaceAnalysisError("static int8 TFLite export needs calibration crops")
-    quantizer = pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=True,
-                                                                                   is_dynamic=dynamic))
-    for head_type in {type(h) for h in wrapper.model.heads.values()}:  # task heads stay float
-        quantizer.set_module_type(head_type, None)
+    qconfig = pq.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
+    quantizer = _layer_quantizer(pq, qconfig)
     graph = torch.export.export(wrapper, (), {INPUT_NAME: x}).module()
     graph = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
@@ -90,5 +109,45 @@ def _convert_pt2e(litert_torch, wrapper: torch.nn.Module, x: torch.Tensor, preci
             graph(**{INPUT_NAME: torch.from_numpy(calib[i:i + 1]) if not dynamic else x})
     graph = convert_pt2e(graph, fold_quantize=False)
     move_exported_model_to_eval(graph)
+    # QuantConfig only reads the global config to pick the converter's STATIC / DYNAMIC QDQ mode
     return litert_torch.signature(SIGNATURE, graph, sample_kwargs={INPUT_NAME: x}).convert(
-        quant_config=QuantConfig(pt2e_quantizer=quantizer))
+        quant_config=QuantConfig(pt2e_quantizer=pq.PT2EQuantizer().set_global(qconfig)))
+
+
+def _layer_quantizer(pq, qconfig):
+    """A PT2E quantizer that annotates only image-dependent Linear / Conv2d layers outside FLOAT_MODULES.
+
+    (``set_module_type`` cannot express this: torch.export stores module types as strings in
+    ``nn_module_stack``, so the stock type filter never matches.)
+    """
+    from litert_torch.quantize.pt2e_quantizer_utils import OP_TO_ANNOTATOR
+
+    class LayerQuantizer(pq.PT2EQuantizer):
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            live = _input_dependent(model)
+
+            def keep(n: torch.fx.Node) -> bool:
+                if n.op in ("get_attr", "placeholder"):  # weight / bias operands of an annotated layer
+                    return True
+                stack = n.meta.get("nn_module_stack") or {}
+                paths = [p for p, _ in stack.values()]
+                types = [t if isinstance(t, str) else f"{t.__module__}.{t.__qualname__}" for _, t in stack.values()]
+                return (n in live and any(t in _QUANT_MODULE_TYPES for t in types)
+                        and not any(f in p + "." for p in paths for f in FLOAT_MODULES))
+
+            for op in ("linear", "addmm", "conv"):
+                OP_TO_ANNOTATOR[op](model, qconfig, keep)
+            return model
+
+    q = LayerQuantizer()
+    q.global_config = qconfig
+    return q
+
+
+def _input_dependent(model: torch.fx.GraphModule) -> set:
+    """Call nodes whose activation input depends on the graph input (others fold to constants)."""
+    live: set = set()
+    for n in model.graph.nodes:
+        if n.op == "placeholder" or (n.op == "call_function" and any(a in live for a in n.all_input_nodes)):
+            live.add(n)
+    return {n for n in live if n.op == "call_function" and n.args and n.args[0] in live}

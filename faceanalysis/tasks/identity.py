@@ -6,7 +6,6 @@ relational term that matches the batch's pairwise similarity matrix to the teach
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch.nn import functional as F
 
 from ..config import ModelConfig

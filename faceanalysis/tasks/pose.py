@@ -11,12 +11,12 @@ import math
 
 import cv2
 import numpy as np
-import torch
+
 from torch.nn import functional as F
 
 from .. import align
 from ..config import ModelConfig
-from .base import Geometry, HeadInputs, Task, VectorHead, finite_rows
+from .base import Geometry, Task, VectorHead, finite_rows
 
 SCALE = 45.0  # raw head units -> degrees
 
