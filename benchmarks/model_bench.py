@@ -41,6 +41,7 @@ def main() -> None:
     model, cfg = load_model(args.weights)
     s = cfg.model.input_size
     n_params = sum(p.numel() for p in model.parameters())
+    model.requires_grad_(False)  # FlopCounterMode needs parameters without grad here
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
         model(torch.randn(1, 3, s, s))
     print(f"parameters: {n_params / 1e6:.2f} M   GMACs/face: {fc.get_total_flops() / 2e9:.3f}   input: {s}x{s}")

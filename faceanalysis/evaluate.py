@@ -45,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _display_path(path: Path | None) -> str:
+    """A path relative to the working directory when it lies below it (reports carry no machine paths)."""
+    if path is None:
+        return "default"
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _sha(path: Path | None) -> str:
     if path is None or not Path(path).is_file():
         return "-"
@@ -112,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         PROTOCOLS[d](ctx)
         timings[d] = round(time.perf_counter() - t, 1)
     weights = Path(args.weights) if args.weights else (DEFAULT_WEIGHTS if args.backend == "torch" else None)
-    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "weights": str(weights or "default"),
+    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "weights": _display_path(weights),
             "weights_sha256": _sha(weights), "backend": args.backend, "data_root": str(root),
             "limit": args.limit, "tasks": sorted(tasks), "datasets": datasets,
             "command": "faceanalysis eval " + shlex.join(getattr(args, "argv", [])),

@@ -39,7 +39,7 @@ class TrainConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    steps: int = 5200
+    steps: int = 6000
     batch_size: int = 64
     lr: float = 1e-3
     min_lr: float = 2e-5

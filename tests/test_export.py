@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,6 +192,16 @@ def test_cli_errors(tiny_weights, tmp_path, capsys):
     assert main(["--format", "onnx", "--precision", "int8", "--weights", str(tiny_weights),
                  "--calib-data", str(tmp_path / "missing"), "-o", str(tmp_path)]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_cli_refuses_to_overwrite(tiny_weights, tmp_path, capsys):
+    from faceanalysis.export.cli import main
+
+    target = tmp_path / "tiny.fp32.onnx"
+    target.write_bytes(b"user data")
+    assert main(["--format", "onnx", "--precision", "fp32", "--weights", str(tiny_weights), "-o", str(target)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert target.read_bytes() == b"user data"
 
 
 def test_calibration_folder_without_faces(tiny_weights, tmp_path):

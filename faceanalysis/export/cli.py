@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-n", type=int, default=300, help="calibration faces (default 300)")
     p.add_argument("--parity-n", type=int, default=64, help="held-out faces for the parity check (default 64)")
     p.add_argument("--data-root", help="data pack root (default ../shared/data or $FACEANALYSIS_DATA)")
+    p.add_argument("--overwrite", action="store_true", help="replace artifacts that already exist (refused otherwise)")
     p.add_argument("--check", action="store_true", help="fail (exit 1) when an artifact misses its parity floors")
     p.add_argument("-o", "--output", help="output folder, or a file path with the format's extension "
                                           "(default weights/export)")
@@ -69,6 +70,14 @@ def _run(args: argparse.Namespace) -> int:
         raise FaceAnalysisError("--calib-n and --parity-n must be >= 1")
     if args.calib_data is not None and not Path(args.calib_data).is_dir():
         raise FaceAnalysisError(f"--calib-data {args.calib_data} is not a folder; give a folder of face photos")
+    if not args.overwrite:
+        from ..weights import DEFAULT_WEIGHTS
+        from .pipeline import resolve_output
+
+        weights = Path(args.weights) if args.weights else DEFAULT_WEIGHTS
+        existing = [str(p) for f, pr in jobs if (p := resolve_output(args.output, weights, f, pr)).exists()]
+        if existing:
+            raise FaceAnalysisError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace")
     shared = _shared_inputs(args, jobs)
     failed = 0
     for fmt, prec in jobs:
