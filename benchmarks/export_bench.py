@@ -8,7 +8,7 @@ Latency: batch 1, median of ``--runs`` runs after warm-up, on 1 and 2 threads. T
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import platform
 import statistics
 import time
@@ -40,6 +40,9 @@ def _torch_fn(model, threads: int):
         with torch.inference_mode():
             return model(torch.from_numpy(x))
     return fn
+
+
+LOAD_AT_START = os.getloadavg()[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,11 +84,12 @@ def main(argv: list[str] | None = None) -> int:
                        if par else "macOS only (export/check_coreml_macos.py)")
         rows.append(r)
         print(r, flush=True)
-    lines = [f"# Export benchmark\n",
+    lines = ["# Export benchmark\n",
              f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads available; "
              f"input {s}x{s}; latency = median of {args.runs} batch-1 runs after warm-up; throughput at batch 16, "
              f"2 threads. Parity vs PyTorch on held-out aligned faces (from each sidecar). CoreML cannot run on "
-             f"Linux. Measured while another job shared the 2 cores: compare rows, not absolute numbers.\n",
+             f"Linux. 1-minute load average when the run started: {LOAD_AT_START:.2f} (raised by any work on the 2 cores in "
+             f"the last minutes: compare rows, not absolute numbers).\n",
              "| artifact | size (MB) | batch 1, 1 thread (ms) | batch 1, 2 threads (ms) | batch 16 (img/s) | parity |",
              "|---|---|---|---|---|---|"]
     fmt = lambda v, f: "n/a" if v is None else f.format(v)  # noqa: E731

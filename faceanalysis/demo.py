@@ -40,7 +40,7 @@ gallery: --gallery DIR holds one photo per person (file stem = name, e.g. DIR/Ad
   with the model's identity embedding (largest face); a tracked face is labelled with the best-matching name
   when the cosine similarity of the (smoothed) embeddings is >= --match-threshold (default {MATCH_THRESHOLD}).
   The default was set on LFW View-2 pairs (folds 0-1) with the shipped weights: at 0.6 the false-accept rate
-  is 3 % (true-accept 44 %); the best-accuracy threshold is 0.365 (FAR 18 %), 1 % FAR needs 0.695. Re-check it for your weights on LFW pairs with
+  is 1.0 % (true-accept 49 %); the best-accuracy threshold is 0.35 (FAR 13 %), 1 % FAR needs 0.583. Re-check it for your weights on LFW pairs with
   python demos/calibrate_threshold.py (accuracy / false-accept rate per threshold). Raise it for fewer
   false matches, lower it for more recall.
 

@@ -39,7 +39,7 @@ class TrainConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    steps: int = 6000
+    steps: int = 7500
     batch_size: int = 64
     lr: float = 1e-3
     min_lr: float = 2e-5
@@ -61,7 +61,7 @@ class TrainConfig:
         "utkface": "val", "celeba_attr": "val", "fer2013": "PublicTest", "celebamask_mini": "val",
         "300w_partial": "afw_val"})
     ratios: dict[str, float] = field(default_factory=lambda: {
-        "utkface": 0.30, "celeba_attr": 0.27, "fer2013": 0.25, "celebamask_mini": 0.12, "300w_partial": 0.06})
+        "utkface": 0.29, "celeba_attr": 0.26, "fer2013": 0.28, "celebamask_mini": 0.12, "300w_partial": 0.05})
     task_weights: dict[str, float] = field(default_factory=lambda: {
         "parsing": 1.0, "landmarks": 5.0, "pose": 3.0, "attributes": 1.0, "expression": 1.0, "identity": 2.0})
 
@@ -222,6 +222,7 @@ def train(cfg: TrainConfig, data_root: str | Path, out: str | Path, device: str 
     val_sources = {n: load_source(n, s, data_root) for n, s in cfg.val_sets.items()}
     say("train: " + ", ".join(f"{n}={len(s)}" for n, s in train_sources.items()))
     val = build_val(val_sources, tasks, pre, cfg.val_max, cfg.seed)
+    tasks = [t.fit(train_sources) for t in tasks]
 
     model = FaceModel(cfg.model).to(device)
     ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay),

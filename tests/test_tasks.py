@@ -176,3 +176,66 @@ def test_task_registry_and_unknown_names():
     assert [t.name for t in get_tasks("pose")] == ["pose"]
     with pytest.raises(FaceAnalysisError, match="unknown task"):
         get_tasks(["pose", "gaze"])
+
+
+# ---- fitting tasks to the training data --------------------------------------------------------------------------
+def test_parsing_class_balance_weights_by_hand():
+    # pixel counts: class 0 -> 8, class 1 -> 2, class 2 -> 0 (never seen), class 3 -> 6; IGNORE is skipped
+    m = np.array([[0, 0, 0, 0, 1, 1, 3, 3], [0, 0, 0, 0, 3, 3, 3, 3], [255] * 8], np.uint8)
+    w = parsing_mod.class_balance_weights([m], 4, power=1.0, clip=(0.1, 10.0))
+    freq = np.array([8, 2, 0, 6]) / 16
+    med = np.median(freq[[0, 1, 3]])
+    np.testing.assert_allclose(w, [med / freq[0], med / freq[1], 1.0, med / freq[3]], rtol=1e-6)
+    clipped = parsing_mod.class_balance_weights([m], 4, power=1.0, clip=(0.9, 2.0))
+    np.testing.assert_allclose(clipped, [0.9, 2.0, 1.0, 1.0], rtol=1e-6)
+
+
+class _Src:
+    def __init__(self, masks=None, targets=None):
+        self.masks, self.targets = masks, targets or {}
+
+
+def test_fit_returns_configured_copies_and_leaves_the_registry_alone():
+    parsing, identity = TASKS["parsing"], TASKS["identity"]
+    masks = [np.random.default_rng(0).integers(0, 19, (16, 16)).astype(np.uint8)]
+    emb = np.random.default_rng(1).normal(size=(5, 128)).astype(np.float32)
+    emb[2] = np.nan  # a teacher failure is left out of the bank
+    srcs = {"a": _Src(masks=masks), "b": _Src(targets={"identity": {"embedding": emb}})}
+    p2, i2 = parsing.fit(srcs), identity.fit(srcs)
+    assert p2 is not parsing and p2.class_weights is not None and parsing.class_weights is None
+    assert i2 is not identity and tuple(i2.bank.shape) == (4, 128) and identity.bank is None
+    np.testing.assert_allclose(i2.bank.norm(dim=1).numpy(), 1.0, rtol=1e-5)
+    # a task with nothing to fit is returned as is
+    assert TASKS["pose"].fit(srcs) is TASKS["pose"]
+    assert identity.fit({"a": _Src(masks=masks)}) is identity
+
+
+def test_identity_bank_term_is_zero_for_a_perfect_student_and_grows_with_error():
+    import torch
+
+    rng = np.random.default_rng(2)
+    emb = rng.normal(size=(50, 128)).astype(np.float32)
+    task = TASKS["identity"].fit({"a": _Src(targets={"identity": {"embedding": emb}})})
+    t = torch.from_numpy(emb[:8])
+    perfect = task.loss({"embedding": t.clone()}, {"embedding": t})
+    noisy = task.loss({"embedding": t + 0.8 * torch.randn_like(t)}, {"embedding": t})
+    assert float(perfect) == pytest.approx(0.0, abs=1e-5)
+    assert float(noisy) > float(perfect) + 0.1
+    # the bank adds to the loss of the unfitted task for the same imperfect student
+    s = t + 0.8 * torch.from_numpy(rng.normal(size=t.shape).astype(np.float32))
+    assert float(task.loss({"embedding": s}, {"embedding": t})) > float(TASKS["identity"].loss({"embedding": s},
+                                                                                                 {"embedding": t}))
+
+
+def test_parsing_to_face_maps_crop_classes_to_the_right_image_pixels():
+    from faceanalysis.config import PreprocessConfig
+
+    pre = PreprocessConfig(input_size=32)
+    logits = np.full((19, 16, 16), -5.0, np.float32)
+    logits[1, :, :8] = 5.0  # skin on the crop's left half
+    logits[13, :, 8:] = 5.0  # hair on its right half
+    m = np.array([[0.5, 0, 0], [0, 0.5, 0]])  # image -> crop: the crop covers image pixels 0..63 at half scale
+    pm = TASKS["parsing"].to_face({"parsing": logits}, m, (80, 80), pre)["parsing"]
+    full = pm.full((80, 80))
+    assert (full[:60, :28] == 1).all() and (full[:60, 36:62] == 13).all()
+    assert (full[66:, :] == 0).all() and (full[:, 66:] == 0).all()  # outside the crop: background

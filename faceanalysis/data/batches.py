@@ -26,7 +26,7 @@ class AugmentConfig:
     shift: float = 0.05  # fraction of the crop side
     flip: float = 0.5
     color: float = 0.3  # brightness / contrast / saturation jitter
-    grayscale: float = 0.15
+    grayscale: float = 0.25  # LFW-a and FER are grey
     blur: float = 0.15
     lowres: float = 0.2  # downscale to 24-64 px and back
     occlude: float = 0.15

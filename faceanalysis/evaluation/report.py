@@ -221,7 +221,7 @@ def write_report(ctx: Context, out_dir: Path, meta: dict[str, Any], fa_examples=
     json_path = json_path or out_dir / "results.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(data, indent=1, default=_json_default))
-    md = [f"# faceanalysis evaluation\n", _meta_md(meta), "## Results\n", table]
+    md = ["# faceanalysis evaluation\n", _meta_md(meta), "## Results\n", table]
     if ctx.notes:
         md += ["## Run notes\n", "\n".join(f"- {n}" for n in ctx.notes) + "\n"]
     md += _details_md(d)

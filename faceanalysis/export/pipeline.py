@@ -103,7 +103,6 @@ def export_artifact(fmt: str, precision: str, weights: str | Path | None = None,
     share crops between artifacts). With ``check``, parity floors that are missed raise.
     """
     from ..weights import DEFAULT_WEIGHTS, file_sha256, load_model
-    from . import parity
     from .calibration import calibration_inputs, parity_crops
     from ..preprocess import normalise_array
 

@@ -56,6 +56,12 @@ class Task:
         return raw
 
     # ---- training ---------------------------------------------------------------------------
+    def fit(self, sources: dict[str, Any]) -> "Task":
+        """This task set up for training on ``sources`` (dataset name -> decoded train split), e.g.
+        class weights or a teacher bank taken from the training labels. Returns a copy; the registry's
+        instance stays untouched. The default needs nothing and returns ``self``."""
+        return self
+
     def empty_target(self, size: int) -> dict[str, np.ndarray]:
         """A target with every value missing (NaN, or 255 for masks): masked out of the loss."""
         raise NotImplementedError

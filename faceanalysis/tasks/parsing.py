@@ -1,6 +1,7 @@
 """Face parsing: 19 CelebAMask-HQ classes, per-pixel logits at half the crop resolution."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,10 +65,54 @@ def parsing_scores(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore: i
     return f1, iou, conf.sum(1) > 0
 
 
+def class_balance_weights(masks: list[np.ndarray], num_classes: int, power: float = 0.5,
+                          clip: tuple[float, float] = (0.5, 4.0)) -> np.ndarray:
+    """Per-class loss weights ``(median_freq / freq) ** power`` clipped to ``clip``, from pixel counts of
+    ``masks`` (``IGNORE`` skipped); classes that never occur get weight 1."""
+    counts = np.zeros(num_classes, np.float64)
+    for m in masks:
+        counts += np.bincount(m[m != IGNORE].ravel(), minlength=num_classes)[:num_classes]
+    freq = counts / max(counts.sum(), 1)
+    seen = freq > 0
+    w = np.ones(num_classes)
+    if seen.any():
+        w[seen] = np.clip((np.median(freq[seen]) / freq[seen]) ** power, *clip)
+    return w.astype(np.float32)
+
+
+def _argmax_warp(logits: np.ndarray, inverse: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Class ids on an output grid of ``size`` (W, H) whose pixel p reads the logit maps at ``inverse @ p``:
+    each class's logits are warped bilinearly (smooth boundaries at the output resolution) and the running
+    argmax kept, one channel at a time so a large face never needs all maps at full size. Outside the maps
+    is background."""
+    best = best_id = None
+    for c in range(len(logits)):
+        fill = 1e4 if c == 0 else -1e4
+        v = cv2.warpAffine(logits[c], inverse, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+        if best is None:
+            best, best_id = v, np.zeros(v.shape, np.uint8)
+        else:
+            better = v > best
+            best = np.where(better, v, best)
+            best_id[better] = c
+    return best_id
+
+
 class ParsingTask(Task):
     name = "parsing"
     num_tokens = len(CLASSES)
     outputs = {"parsing": ("19 x S/2 x S/2", "per-class logits on the crop at half resolution; argmax = class id")}
+    #: cross-entropy class weights (softened median-frequency balancing), set by :meth:`fit`
+    class_weights: torch.Tensor | None = None
+
+    def fit(self, sources):
+        masks = [m for s in sources.values() if s.masks is not None for m in s.masks]
+        if not masks:
+            return self
+        task = copy.copy(self)
+        task.class_weights = torch.from_numpy(class_balance_weights(masks, len(CLASSES)))
+        return task
 
     def build_head(self, cfg: ModelConfig):
         return MapHead(cfg.embed_dim, cfg.pixel_dim)
@@ -92,7 +137,8 @@ class ParsingTask(Task):
             return None
         logits = F.interpolate(raw["parsing"][keep], size=mask.shape[-2:], mode="bilinear", align_corners=False)
         mask = mask[keep]
-        ce = F.cross_entropy(logits.float(), mask, ignore_index=IGNORE)
+        w = None if self.class_weights is None else self.class_weights.to(logits.device)
+        ce = F.cross_entropy(logits.float(), mask, weight=w, ignore_index=IGNORE)
         # soft Dice over classes present in the batch (helps thin and rare classes)
         valid = (mask != IGNORE).unsqueeze(1)
         prob = logits.float().softmax(1) * valid
@@ -117,8 +163,6 @@ class ParsingTask(Task):
     def to_face(self, out, matrix, image_shape, pre: PreprocessConfig) -> dict[str, Any]:
         logits = out["parsing"].astype(np.float32)  # (19, S/2, S/2)
         s = pre.input_size
-        up = cv2.resize(logits.transpose(1, 2, 0), (s, s), interpolation=cv2.INTER_LINEAR)
-        ids = up.argmax(-1).astype(np.uint8)
         h, w = image_shape
         inv = align.invert(matrix)
         corners = align.transform_points(np.array([[0, 0], [s, 0], [0, s], [s, s]], np.float32) - 0.5, inv)
@@ -127,9 +171,12 @@ class ParsingTask(Task):
         x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
         if x1 <= x0 or y1 <= y0:
             return {"parsing": ParsingMask(np.zeros((0, 0), np.uint8), (0, 0, 0, 0))}
-        shifted = align.compose(matrix, np.array([[1.0, 0, x0], [0, 1.0, y0]]))
-        region = cv2.warpAffine(ids, shifted, (x1 - x0, y1 - y0), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
-                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        # image pixel -> logit-map pixel (the maps are at half the crop resolution, pixel centres aligned;
+        # one replicated pixel of padding so the crop's outer half-pixel ring keeps its class)
+        half = np.array([[0.5, 0, 0.75], [0, 0.5, 0.75]])
+        shifted = align.compose(half, align.compose(matrix, np.array([[1.0, 0, x0], [0, 1.0, y0]])))
+        padded = np.pad(logits, ((0, 0), (1, 1), (1, 1)), mode="edge")
+        region = _argmax_warp(padded, shifted, (x1 - x0, y1 - y0))
         return {"parsing": ParsingMask(region, (int(x0), int(y0), int(x1), int(y1)))}
 
     def draw(self, canvas, face):
