@@ -21,6 +21,9 @@ CLASSES = (
 #: class permutation under a horizontal flip (l_/r_ are the subject's sides)
 FLIP_PERM = np.array([0, 1, 2, 3, 5, 4, 7, 6, 9, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18])
 IGNORE = 255
+#: longest side (pixels) at which a face's mask is labelled; larger faces are labelled at this size and
+#: upscaled (the logits are 64x64 per face, so finer grids add no detail, only time)
+MAX_MASK_SIDE = 512
 # colours for drawing (RGB), background transparent
 PALETTE = np.array(
     [[0, 0, 0], [255, 204, 153], [255, 128, 0], [128, 128, 128], [0, 128, 255], [0, 200, 255], [128, 64, 0],
@@ -176,7 +179,16 @@ class ParsingTask(Task):
         half = np.array([[0.5, 0, 0.75], [0, 0.5, 0.75]])
         shifted = align.compose(half, align.compose(matrix, np.array([[1.0, 0, x0], [0, 1.0, y0]])))
         padded = np.pad(logits, ((0, 0), (1, 1), (1, 1)), mode="edge")
-        region = _argmax_warp(padded, shifted, (x1 - x0, y1 - y0))
+        w_r, h_r = x1 - x0, y1 - y0
+        f = min(1.0, MAX_MASK_SIDE / max(w_r, h_r))  # big faces: label a coarser grid, then upscale (nearest)
+        if f < 1.0:
+            gw, gh = max(1, round(w_r * f)), max(1, round(h_r * f))
+            sx, sy = w_r / gw, h_r / gh
+            grid_to_region = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5]])
+            small = _argmax_warp(padded, align.compose(shifted, grid_to_region), (gw, gh))
+            region = cv2.resize(small, (w_r, h_r), interpolation=cv2.INTER_NEAREST)
+        else:
+            region = _argmax_warp(padded, shifted, (w_r, h_r))
         return {"parsing": ParsingMask(region, (int(x0), int(y0), int(x1), int(y1)))}
 
     def draw(self, canvas, face):
