@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from faceanalysis.export import EXPORT_DIR, read_sidecar
+from faceanalysis.export import read_sidecar
 from faceanalysis.weights import DEFAULT_WEIGHTS, load_model
 
 OUT = Path(__file__).with_name("export_bench.md")
@@ -47,7 +47,8 @@ LOAD_AT_START = os.getloadavg()[0]
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dir", default=str(EXPORT_DIR), help="folder of exported artifacts")
+    ap.add_argument("--dir", default=str(Path(__file__).resolve().parents[1] / "weights" / "export"),
+                    help="folder of exported artifacts (e.g. faceanalysis export --all -o DIR)")
     ap.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     ap.add_argument("--runs", type=int, default=50)
     args = ap.parse_args(argv)

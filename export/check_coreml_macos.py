@@ -2,7 +2,7 @@
 does not run on Linux):
 
     pip install -e '.[export]'
-    python export/check_coreml_macos.py weights/export/faceanalysis_s128.fp16.mlpackage [--n 64]
+    python export/check_coreml_macos.py my_export/faceanalysis_s128.fp16.mlpackage [--n 64]
 
 Prints the parity metrics and exits 1 when the precision's floors are missed.
 """

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import threading
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -9,9 +11,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .detect import Detection, Detector, YuNetDetector
-from .errors import FaceAnalysisError
+from .errors import FaceAnalysisError, option
 from .preprocess import ImageInput, crop_faces, load_image, normalise_array
-from .runtime import make_runner
+from .runtime import make_runner, resolve_backend
 from .tasks import get_tasks
 from .tasks.parsing import CLASSES as PARSING_CLASSES, ParsingMask
 
@@ -134,16 +136,24 @@ class FaceAnalyzer:
     """Detect faces and run all tasks on each.
 
     Args:
-        weights: a ``.safetensors`` file (torch) or an exported artifact (onnx / tflite); ``None`` = the
-            shipped default weights (or, for onnx / tflite, the artifact exported from them).
-        device: ``"cpu"`` or ``"cuda"`` (torch backend). A CUDA request without CUDA raises.
+        weights: any ``.safetensors`` file (torch) or exported ``.onnx`` / ``.tflite`` artifact; ``None`` = the
+            shipped model (package data: the fp16 weights for torch, their fp32 ONNX export for onnx).
+        device: ``"cpu"`` or ``"cuda"``. A CUDA request without CUDA raises.
         tasks: task names to run (default all): parsing, landmarks, pose, attributes, expression, identity.
-        backend: ``"torch"``, ``"onnx"`` or ``"tflite"``: same preprocessing and outputs on each.
+        backend: ``"torch"``, ``"onnx"`` or ``"tflite"``: same preprocessing and outputs on each. ``None``
+            (default): the suffix of ``weights`` when given, else ``"torch"`` when torch is installed (the
+            ``[torch]`` extra), else ``"onnx"`` (onnxruntime, no torch needed).
         detector: anything with ``detect(rgb) -> list[Detection]``; default the bundled YuNet.
-        det_max_side: longer image side used for detection (images are downscaled, results are not).
+        det_max_side: longer image side used for detection (images are downscaled, results are not);
+            ``None`` (default) = adaptive: 640 px up to a 1067 px photo, then 0.6 of the photo's side (at most
+            2048), so faces down to about 40 px are found in photos up to 12 MP (see :class:`YuNetDetector`).
         min_score: minimum detection score.
         max_faces: keep at most this many faces (largest first); ``None`` = all.
         batch_size: faces per model call.
+
+    Threads: one analyzer may be shared by any number of threads (e.g. a web server's workers); results are
+    identical to serial calls. The bundled detector keeps one OpenCV instance per thread and a TFLite
+    interpreter is serialised; a custom ``detector`` must be thread-safe itself to be shared.
 
     Example::
 
@@ -153,52 +163,71 @@ class FaceAnalyzer:
     """
 
     def __init__(self, weights: str | Path | None = None, device: str = "cpu", tasks: Sequence[str] | None = None,
-                 backend: str = "torch", detector: Detector | None = None, det_max_side: int = 640,
+                 backend: str | None = None, detector: Detector | None = None, det_max_side: int | None = None,
                  min_score: float = 0.6, max_faces: int | None = None, batch_size: int = 32) -> None:
         if isinstance(tasks, str):
             tasks = [tasks]
         self.tasks = get_tasks(list(tasks) if tasks is not None else None)
         self.task_names = [t.name for t in self.tasks]
-        self.runner = make_runner(backend, weights, device, self.task_names if tasks is not None else None)
+        self.backend = resolve_backend(backend, weights)
+        self.runner = make_runner(self.backend, weights, device, self.task_names if tasks is not None else None)
         self.config = self.runner.config
         self.pre = self.config.preprocess
-        self.backend = backend
         if batch_size < 1:
             raise FaceAnalysisError("batch_size must be >= 1")
         if max_faces is not None and max_faces < 1:
-            raise FaceAnalysisError("max_faces must be >= 1 or None")
-        if det_max_side < 1:
-            raise FaceAnalysisError(f"det_max_side must be a positive number of pixels (got {det_max_side}); default 640")
+            raise FaceAnalysisError(f"{option('max_faces', '--max-faces')} must be >= 1"
+                                    + option(" or None", " (omit it for all faces)"))
+        if det_max_side is not None and det_max_side < 1:
+            raise FaceAnalysisError(f"{option('det_max_side', '--max-side')} must be a positive number of pixels "
+                                    f"(got {det_max_side}); default: adaptive (faces down to ~40 px)")
         if not 0.0 <= min_score <= 1.0:
             raise FaceAnalysisError(f"min_score must lie in [0, 1] (got {min_score}); default 0.6")
         self.detector = detector or YuNetDetector(score_threshold=min_score, max_side=det_max_side)
         self.max_faces = max_faces
         self.batch_size = batch_size
+        self.weights = weights
+        # the bundled detector and the torch / onnx runners are safe to share between threads; a TFLite
+        # interpreter is not, so its calls are serialised
+        self._runner_lock = threading.Lock() if self.backend == "tflite" else nullcontext()
+        self._calibration: dict[str, Any] | None = None
 
     # ---- detection + alignment --------------------------------------------------------------
-    def detect(self, image: ImageInput, max_side: int | None = None) -> list[Detection]:
-        """Face detections only."""
-        rgb = load_image(image)
+    def detect(self, image: ImageInput, max_side: int | None = None, color: str = "rgb") -> list[Detection]:
+        """Face detections only (``color``: channel order of a numpy array, ``"rgb"`` or ``"bgr"``)."""
+        rgb = load_image(image, color)
         return self._detect(rgb, max_side)
 
-    def _detect(self, rgb: np.ndarray, max_side: int | None) -> list[Detection]:
+    def _detect(self, rgb: np.ndarray, max_side: int | None, rotations: str | None = None) -> list[Detection]:
         if max_side is not None and max_side < 1:
             raise FaceAnalysisError(f"max_side must be a positive number of pixels (got {max_side})")
-        dets = self.detector.detect(rgb, max_side) if max_side else self.detector.detect(rgb)
+        if isinstance(self.detector, YuNetDetector):
+            dets = self.detector.detect(rgb, max_side, rotations)
+        else:
+            dets = self.detector.detect(rgb, max_side) if max_side else self.detector.detect(rgb)
         if self.max_faces is not None:
             dets = sorted(dets, key=lambda d: -(d.bbox[2] - d.bbox[0]) * (d.bbox[3] - d.bbox[1]))[: self.max_faces]
         return dets
 
     # ---- analysis ---------------------------------------------------------------------------
-    def analyze(self, image: ImageInput, max_side: int | None = None) -> list[Face]:
-        """All faces in one image (an empty list when there is none)."""
-        return self.analyze_batch([image], max_side)[0]
+    def analyze(self, image: ImageInput, max_side: int | None = None, color: str = "rgb") -> list[Face]:
+        """All faces in one image (an empty list when there is none).
 
-    def analyze_batch(self, images: Iterable[ImageInput], max_side: int | None = None) -> list[list[Face]]:
-        """Faces of several images; the faces of all images share model batches."""
+        ``image``: a path, encoded bytes, a PIL image or a numpy array. ``color`` is the channel order of a
+        numpy array: ``"rgb"`` (default) or ``"bgr"`` for frames straight from ``cv2.imread`` /
+        ``cv2.VideoCapture`` (a BGR array passed as RGB silently changes every colour-dependent output, the
+        identity embedding included). Files, bytes and PIL images are decoded in their own order and shown
+        upright (EXIF orientation applied): all coordinates are in that displayed image.
+        """
+        return self.analyze_batch([image], max_side, color)[0]
+
+    def analyze_batch(self, images: Iterable[ImageInput], max_side: int | None = None,
+                      color: str = "rgb") -> list[list[Face]]:
+        """Faces of several images; the faces of all images share model batches (``color`` as in
+        :meth:`analyze`, for every array in ``images``)."""
         if isinstance(images, (str, Path, bytes, bytearray)) or (isinstance(images, np.ndarray) and images.ndim < 4):
             raise FaceAnalysisError("analyze_batch takes a list of images; for one image use analyze(image)")
-        rgbs = [load_image(im) for im in images]
+        rgbs = [load_image(im, color) for im in images]
         dets = [self._detect(rgb, max_side) for rgb in rgbs]
         return self.analyze_detections(rgbs, dets)
 
@@ -206,6 +235,11 @@ class FaceAnalyzer:
         """Run the model on given detections (e.g. from a tracker) of RGB uint8 images."""
         crops, mats = [], []
         for rgb, ds in zip(rgbs, dets):
+            for d in ds:
+                k = np.asarray(d.kps5, np.float64)
+                if k.shape != (5, 2) or not np.isfinite(k).all() or np.ptp(k, 0).max() <= 0:
+                    raise FaceAnalysisError(f"detection key points must be 5 distinct finite (x, y) points, got "
+                                            f"{np.array2string(k, precision=1)}")
             c, m = crop_faces(rgb, [d.kps5 for d in ds], self.pre)
             crops.append(c)
             mats.append(m)
@@ -239,7 +273,8 @@ class FaceAnalyzer:
             return {}
         parts: dict[str, list[np.ndarray]] = {}
         for i in range(0, n, self.batch_size):
-            y = self.runner(normalise_array(crops[i:i + self.batch_size], self.pre))
+            with self._runner_lock:
+                y = self.runner(normalise_array(crops[i:i + self.batch_size], self.pre))
             for k, v in y.items():
                 parts.setdefault(k, []).append(v)
         return {k: np.concatenate(v) for k, v in parts.items()}
@@ -255,6 +290,49 @@ class FaceAnalyzer:
         if ea.shape != eb.shape:
             raise FaceAnalysisError(f"embeddings differ in size: {ea.shape} vs {eb.shape}")
         return float(ea @ eb / max(np.linalg.norm(ea) * np.linalg.norm(eb), 1e-12))
+
+    # ---- verification -----------------------------------------------------------------------
+    @property
+    def calibration(self) -> dict[str, Any]:
+        """The verification calibration of these weights (threshold, TAR / FAR on LFW, ...), read from
+        ``<weights stem>.verify.json`` (see :mod:`faceanalysis.verification`)."""
+        if self._calibration is None:
+            from .verification import load_calibration
+
+            self._calibration = load_calibration(self.weights, self.backend)
+        return self._calibration
+
+    @property
+    def verify_threshold(self) -> float:
+        """The calibrated cosine-similarity threshold of :meth:`verify`."""
+        return float(self.calibration["threshold"])
+
+    def _embedding(self, x: Any, which: str, color: str) -> np.ndarray:
+        if isinstance(x, Face):
+            if x.embedding is None:
+                raise FaceAnalysisError(f"face {which} has no identity embedding: analyze with the identity task")
+            return np.asarray(x.embedding)
+        if isinstance(x, np.ndarray) and x.ndim == 1:
+            return x
+        if "identity" not in self.task_names:
+            raise FaceAnalysisError("verify on images needs the identity task: FaceAnalyzer(tasks=[..., 'identity'])")
+        faces = self.analyze(x, color=color)
+        if not faces:
+            raise FaceAnalysisError(f"no face found in image {which}")
+        return max(faces, key=lambda f: (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1])).embedding
+
+    def verify(self, a: Any, b: Any, threshold: float | None = None, color: str = "rgb") -> tuple[bool, float]:
+        """Are ``a`` and ``b`` the same person? Returns ``(same, score)``.
+
+        ``a`` / ``b``: a :class:`Face`, an identity embedding, or an image (its largest face). ``score`` is the
+        cosine similarity of the embeddings; ``same`` is ``score >= threshold``, by default the threshold
+        calibrated for these weights on LFW View-2 (:attr:`verify_threshold`; its TAR / FAR are in
+        :attr:`calibration` and the README). A calibration is tied to the weights' SHA-256: with other weights,
+        compute it (``python -m faceanalysis.verification --weights ...``) or pass ``threshold``.
+        """
+        score = self.similarity(self._embedding(a, "a", color), self._embedding(b, "b", color))
+        t = self.verify_threshold if threshold is None else float(threshold)
+        return bool(score >= t), score
 
 
 def faces_to_json(faces: list[Face]) -> str:

@@ -1,4 +1,4 @@
-"""Webcam / video demo: ``faceanalysis demo`` (or ``python demos/webcam.py``).
+"""Webcam / video demo: ``faceanalysis demo`` (in a clone of the repository also ``python demos/webcam.py``).
 
 Reads a camera, video file, stream URL or image, runs :class:`~faceanalysis.track.VideoAnalyzer` on each
 frame (stable track ids, temporal smoothing) and draws every task's overlay plus an FPS / per-stage
@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 #: fourcc per output extension (VideoWriter / FFmpeg)
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
-#: default cosine threshold for a gallery match (see --help)
-MATCH_THRESHOLD = 0.6
 KEYS = {ord("p"): "parsing", ord("l"): "landmarks", ord("a"): "attributes", ord("e"): "expression",
         ord("o"): "pose", ord("b"): "box", ord("i"): "identity"}
 WINDOW = "faceanalysis demo"
@@ -38,14 +36,15 @@ keys (window mode): p parsing, l landmarks, a attributes, e expression, o pose a
 
 gallery: --gallery DIR holds one photo per person (file stem = name, e.g. DIR/Ada.jpg). Each photo is enrolled
   with the model's identity embedding (largest face); a tracked face is labelled with the best-matching name
-  when the cosine similarity of the (smoothed) embeddings is >= --match-threshold (default {MATCH_THRESHOLD}).
-  The default was set on LFW View-2 pairs (folds 0-1) with the shipped weights: at 0.6 the false-accept rate
-  is 1.0 % (true-accept 49 %); the best-accuracy threshold is 0.35 (FAR 13 %), 1 % FAR needs 0.583. Re-check it for your weights on LFW pairs with
-  python demos/calibrate_threshold.py (accuracy / false-accept rate per threshold). Raise it for fewer
-  false matches, lower it for more recall.
+  when the cosine similarity of the (smoothed) embeddings is >= --match-threshold. By default that is the
+  threshold for a 1 % false-accept rate on LFW View-2 from the weights' verification calibration
+  (<weights>.verify.json, the one FaceAnalyzer.verify reads; verify uses its looser best-accuracy threshold,
+  the gallery prefers no name to a wrong one). Weights without a calibration need
+  python -m faceanalysis.verification --data-root DATA --weights W, or an explicit --match-threshold.
+  Raise it for fewer false matches, lower it for more recall.
 
-backend: 'auto' (default) uses the int8 ONNX artifact (weights/export/<name>.int8.onnx) when it exists and
-  onnxruntime imports, else torch; with --weights the backend follows the file's suffix.
+backend: 'auto' (default) runs the shipped ONNX model (the fastest on a CPU) when onnxruntime imports, else
+  torch; with --weights the backend follows the file's suffix (.safetensors torch, .onnx onnx, .tflite tflite).
 
 headless: --no-display --output out.mp4 (mp4v; .avi = MJPG) writes the annotated video without a window;
   --max-frames N bounds the run; --log run.jsonl writes one JSON line per frame (timings, track ids, boxes).
@@ -56,23 +55,33 @@ headless: --no-display --output out.mp4 (mp4v; .avi = MJPG) writes the annotated
 def build_parser() -> argparse.ArgumentParser:
     from .draw import LAYERS
 
+    from ._argparse import DeprecatedAlias, HelpFormatter
+
+    class Formatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+        pass
+
     p = argparse.ArgumentParser(prog="faceanalysis demo", description="Live face analysis on a camera, video or image.",
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog=EPILOG, formatter_class=Formatter)
     p.add_argument("--source", default="0", help="camera index, video file, stream URL or image file (default 0); "
                    "an image is shown as a still video of --max-frames frames (default 1)")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "tflite"])
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "tflite"],
+                   help="runtime (see 'backend' below)")
     p.add_argument("--weights", default=None, help="weights / exported artifact (default: the shipped model)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--det-size", type=int, default=640, help="longer side used for detection (default 640)")
-    p.add_argument("--max-faces", type=int, default=None)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
+    p.add_argument("--max-side", type=int, default=640, metavar="PX",
+                   help="frames are downscaled to this longer side for detection only")
+    p.add_argument("--det-size", type=int, dest="max_side", action=DeprecatedAlias, new="--max-side")
+    p.add_argument("--max-faces", type=int, default=None, metavar="N",
+                   help="keep at most N faces per frame, largest first (default: all)")
     p.add_argument("--detect-every", type=int, default=1,
                    help="run the detector every Nth frame, track in between (default 1 = every frame)")
     p.add_argument("--no-smooth", action="store_true", help="turn temporal smoothing off")
     p.add_argument("--layers", nargs="+", default=list(LAYERS), choices=list(LAYERS),
                    help="layers drawn at start (default all)")
     p.add_argument("--gallery", default=None, help="folder with one photo per person (file stem = name)")
-    p.add_argument("--match-threshold", type=float, default=MATCH_THRESHOLD,
-                   help=f"cosine similarity needed for a gallery match (default {MATCH_THRESHOLD})")
+    p.add_argument("--match-threshold", type=float, default=None,
+                   help="cosine similarity needed for a gallery match (default: the weights' calibrated threshold "
+                        "at 1%% false accepts, see 'gallery' below)")
     p.add_argument("--output", default=None, help="write the annotated video here (.mp4 or .avi)")
     p.add_argument("--fourcc", default=None, help="codec for --output (default by extension: mp4v / MJPG)")
     p.add_argument("--fps", type=float, default=None, help="output frame rate (default: the source's, else 30)")
@@ -86,21 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_backend(backend: str, weights: str | None) -> tuple[str, str | None]:
-    """``auto`` -> (backend, weights): int8 ONNX artifact when present and onnxruntime imports, else torch."""
-    if backend != "auto":
-        return backend, weights
-    if weights:
-        suffix = Path(weights).suffix.lower()
-        return {".onnx": "onnx", ".tflite": "tflite"}.get(suffix, "torch"), weights
-    from .weights import DEFAULT_WEIGHTS
+    """(backend, weights): with ``auto`` the suffix of ``weights`` decides; without weights the shipped ONNX
+    model runs when onnxruntime imports (the fastest on a CPU), else torch."""
+    from . import runtime
 
-    artifact = DEFAULT_WEIGHTS.parent / "export" / f"{DEFAULT_WEIGHTS.stem}.int8.onnx"
-    if artifact.is_file():
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return "torch", None
-        return "onnx", str(artifact)
+    if backend != "auto" or weights:
+        return runtime.resolve_backend(backend, weights), weights
+    import importlib.util
+
+    from .weights import DEFAULT_ONNX
+
+    if DEFAULT_ONNX.is_file() and importlib.util.find_spec("onnxruntime") is not None:
+        return "onnx", str(DEFAULT_ONNX)
     return "torch", None
 
 
@@ -250,6 +256,17 @@ def load_gallery(analyzer: "FaceAnalyzer", folder: str) -> dict[str, np.ndarray]
     return gallery
 
 
+def gallery_threshold(analyzer: "FaceAnalyzer") -> float:
+    """The default ``--match-threshold``: the analyzer's stored verification calibration at a 1 % false-accept
+    rate (:func:`faceanalysis.verification.threshold_for_far`)."""
+    from .verification import GALLERY_FAR, threshold_for_far
+
+    try:
+        return threshold_for_far(analyzer.calibration, GALLERY_FAR)
+    except FaceAnalysisError as err:
+        raise FaceAnalysisError(f"{err} (for the gallery: pass --match-threshold)") from err
+
+
 def match_gallery(embedding: np.ndarray | None, gallery: dict[str, np.ndarray],
                   threshold: float) -> tuple[str, float] | None:
     """Best gallery name and cosine similarity when it reaches ``threshold``, else ``None``."""
@@ -263,8 +280,9 @@ def match_gallery(embedding: np.ndarray | None, gallery: dict[str, np.ndarray],
 
 # ---- drawing --------------------------------------------------------------------------------
 def annotate(rgb: np.ndarray, faces: list["Face"], layers: set[str],
-             names: list[tuple[str, float] | None]) -> np.ndarray:
-    """Overlay of every enabled layer plus a ``#track_id`` (box layer) / ``name`` (identity layer) caption."""
+             names: list[tuple[str, float] | None], avoid: tuple = ()) -> np.ndarray:
+    """Overlay of every enabled layer plus a ``#track_id`` (box layer) / ``name`` (identity layer) caption;
+    text keeps off the ``avoid`` boxes (e.g. the readout's, :func:`readout_layout`)."""
     from .draw import draw
 
     labels = []
@@ -275,23 +293,45 @@ def annotate(rgb: np.ndarray, faces: list["Face"], layers: set[str],
         if "identity" in layers and m is not None:
             parts.append(f"{m[0].replace('_', ' ')} ({m[1]:.2f})")
         labels.append(" ".join(parts))
-    return draw(rgb, faces, layers=layers, labels=labels)
+    return draw(rgb, faces, layers=layers, labels=labels, avoid=avoid)
+
+
+READOUT_COLOUR = (255, 255, 0)
+
+
+def _readout_lines(fps: float, timings: dict[str, float], backend: str) -> list[str]:
+    return [f"{fps:5.1f} FPS  [{backend}]",
+            "detect {detect:.1f} ms  model {model:.1f} ms  draw {draw:.1f} ms".format(**timings)]
+
+
+def readout_layout(shape: tuple[int, ...], backend: str, fps: float | None = None,
+                   timings: dict[str, float] | None = None):
+    """Where the FPS / latency block goes (top-left corner; font from the frame size, shrunk to fit): a
+    :class:`~faceanalysis.draw.PlacedLabel` whose box is the same on every frame unless a value gets wider
+    than ``888.8``; ``None`` when the frame is too small for it."""
+    from .draw import FONT, MIN_FONT_SCALE, Label, place_at
+
+    scale = max(MIN_FONT_SCALE, 0.03 * min(shape[:2]) / cv2.getTextSize("H", FONT, 1.0, 1)[0][1])
+    wide = _readout_lines(888.8, dict.fromkeys(("detect", "model", "draw"), 888.8), backend)
+    placed = place_at(Label(wide, READOUT_COLOUR), 0, 0, scale, shape)
+    if fps is None or timings is None or placed is None:
+        return placed
+    lines = _readout_lines(fps, timings, backend)
+    actual = place_at(Label(lines, READOUT_COLOUR), 0, 0, scale, shape)
+    if actual is None or actual.box[2] > placed.box[2] or actual.font_scale != placed.font_scale \
+            or len(actual.lines) != len(lines):
+        return actual
+    placed.label, placed.lines = actual.label, actual.lines
+    return placed
 
 
 def draw_readout(canvas: np.ndarray, fps: float, timings: dict[str, float], backend: str) -> None:
     """FPS and per-stage latency block in the top-left corner (in place)."""
-    lines = [f"{fps:5.1f} FPS  [{backend}]",
-             "detect {detect:.1f} ms  model {model:.1f} ms  draw {draw:.1f} ms".format(**timings)]
-    scale = max(0.4, max(canvas.shape[:2]) / 1400)
-    thick = max(1, round(scale * 1.5))
-    sizes = [cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0] for t in lines]
-    step = max(h for _, h in sizes) + int(8 * scale) + 2
-    x1 = min(canvas.shape[1], max(w for w, _ in sizes) + 12)
-    y1 = min(canvas.shape[0], step * len(lines) + 6)
-    canvas[:y1, :x1] = (canvas[:y1, :x1] * 0.35).astype(np.uint8)  # dark backing, no shadowed text
-    for i, text in enumerate(lines):
-        cv2.putText(canvas, text, (6, (i + 1) * step), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 0), thick,
-                    cv2.LINE_AA)
+    from .draw import render_label
+
+    placed = readout_layout(canvas.shape, backend, fps, timings)
+    if placed is not None:
+        render_label(canvas, placed)
 
 
 # ---- main loop ------------------------------------------------------------------------------
@@ -304,7 +344,7 @@ def run(args: argparse.Namespace) -> int:
         raise FaceAnalysisError("--max-frames must be >= 1")
     if args.detect_every < 1:
         raise FaceAnalysisError("--detect-every must be >= 1")
-    if not -1.0 <= args.match_threshold <= 1.0:
+    if args.match_threshold is not None and not -1.0 <= args.match_threshold <= 1.0:
         raise FaceAnalysisError("--match-threshold is a cosine similarity: give a value in [-1, 1]")
     if args.gallery is not None and not Path(args.gallery).is_dir():
         raise FaceAnalysisError(f"--gallery {args.gallery} is not a folder; give a folder with one photo per person")
@@ -326,9 +366,12 @@ def run(args: argparse.Namespace) -> int:
         first = next(frames)
         h, w = first[0].shape[:2]
         backend, weights = resolve_backend(args.backend, args.weights)
-        analyzer = FaceAnalyzer(weights=weights, device=args.device, backend=backend, det_max_side=args.det_size,
+        analyzer = FaceAnalyzer(weights=weights, device=args.device, backend=backend, det_max_side=args.max_side,
                                 max_faces=args.max_faces)
         gallery = load_gallery(analyzer, args.gallery) if args.gallery else {}
+        threshold = args.match_threshold
+        if gallery and threshold is None:
+            threshold = gallery_threshold(analyzer)
         if args.output:  # opened last, so an earlier error leaves no empty video behind
             writer = open_writer(args.output, (w, h), args.fps or source.fps or 30.0, args.fourcc)
         video = VideoAnalyzer(analyzer, detect_every=args.detect_every, smooth=not args.no_smooth)
@@ -341,6 +384,8 @@ def run(args: argparse.Namespace) -> int:
         last_end = time.perf_counter()
         canvas_bgr = None
         n = 0
+        hud_box = readout_layout(first[0].shape, backend)
+        hud = () if hud_box is None else (hud_box.box,)  # face labels keep off the readout
 
         def all_frames():
             yield first
@@ -349,9 +394,9 @@ def run(args: argparse.Namespace) -> int:
         for rgb, t_ms in all_frames():
             faces = video.process(rgb, t_ms)
             timings = dict(video.last_timings)
-            names = [match_gallery(f.embedding, gallery, args.match_threshold) for f in faces]
+            names = [match_gallery(f.embedding, gallery, threshold) for f in faces]
             t0 = time.perf_counter()
-            canvas = annotate(rgb, faces, layers, names)
+            canvas = annotate(rgb, faces, layers, names, avoid=hud)
             timings["draw"] = (time.perf_counter() - t0) * 1e3
             draw_readout(canvas, fps, timings, backend)
             canvas_bgr = cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)

@@ -1,8 +1,12 @@
-"""The project's one exception type."""
+"""The project's one exception type, and how its messages name options (API arguments or CLI flags)."""
 
 
+import contextvars
 import sys
 from typing import Callable
+
+#: "api" (Python keyword arguments) or "cli" (command-line flags); set by :func:`run_command`
+_HINT_STYLE: contextvars.ContextVar[str] = contextvars.ContextVar("faceanalysis_hint_style", default="api")
 
 
 class FaceAnalysisError(Exception):
@@ -12,9 +16,16 @@ class FaceAnalysisError(Exception):
     """
 
 
+def option(api: str, cli: str) -> str:
+    """How a hint names an option: ``api`` (e.g. ``device='cpu'``) from Python, ``cli`` (e.g. ``--device cpu``)
+    when raised inside a command (:func:`run_command`)."""
+    return cli if _HINT_STYLE.get() == "cli" else api
+
+
 def run_command(prog: str, fn: Callable[[], "int | None"]) -> int:
     """Run a command body: a :class:`FaceAnalysisError` prints one line (``prog: error: ...``) and gives exit
-    status 2, Ctrl-C gives 130; no traceback for user mistakes."""
+    status 2, Ctrl-C gives 130; no traceback for user mistakes. Hints inside name command-line flags."""
+    token = _HINT_STYLE.set("cli")
     try:
         return int(fn() or 0)
     except FaceAnalysisError as err:
@@ -22,3 +33,5 @@ def run_command(prog: str, fn: Callable[[], "int | None"]) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        _HINT_STYLE.reset(token)

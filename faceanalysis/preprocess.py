@@ -1,15 +1,14 @@
 """The one preprocessing path: image input -> RGB uint8, aligned crops -> normalised tensors."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any, Union
 
 import cv2
 import numpy as np
-import torch
 
 from . import align
+from ._lazy import torch  # only to_tensor (training) uses torch: imported on first use
 from .config import PreprocessConfig
 from .errors import FaceAnalysisError
 
@@ -38,12 +37,22 @@ def crop_faces(image: np.ndarray, kps5_list: list[np.ndarray], pre: PreprocessCo
     return (np.stack(crops) if crops else np.zeros((0, s, s, 3), np.uint8)), mats
 
 
-def load_image(image: ImageInput) -> np.ndarray:
+COLOR_ORDERS = ("rgb", "bgr")
+
+
+def load_image(image: ImageInput, color: str = "rgb") -> np.ndarray:
     """Any supported input -> HxWx3 uint8 RGB (a copy; the caller's data is never modified).
 
-    Accepts a path, encoded bytes, a PIL image or a numpy array (HxW grey, HxWx1, HxWx3 RGB, HxWx4 RGBA;
+    Accepts a path, encoded bytes, a PIL image or a numpy array (HxW grey, HxWx1, HxWx3, HxWx4 with alpha;
     uint8, uint16 (scaled to 8 bit) or float in [0, 1]). Raises :class:`FaceAnalysisError` otherwise.
+
+    ``color`` is the channel order of a numpy array: ``"rgb"`` (default; PIL, imageio, matplotlib) or ``"bgr"``
+    (``cv2.imread`` / ``cv2.VideoCapture`` frames; BGRA for 4 channels). Files, bytes and PIL images carry
+    their own order and are always decoded correctly. Files, bytes and PIL images are shown upright (EXIF
+    orientation applied) and animated ones give their first frame: see :mod:`faceanalysis.decode`.
     """
+    if color not in COLOR_ORDERS:
+        raise FaceAnalysisError(f"color must be 'rgb' or 'bgr' (the channel order of numpy arrays), got {color!r}")
     if isinstance(image, (str, Path)):
         if str(image) == "":
             raise FaceAnalysisError("image path is an empty string; pass a path to an image file")
@@ -52,7 +61,10 @@ def load_image(image: ImageInput) -> np.ndarray:
             raise FaceAnalysisError(f"image file {path} does not exist")
         if path.is_dir():
             raise FaceAnalysisError(f"{path} is a folder, not an image file")
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise FaceAnalysisError(f"cannot read image file {path}: {err.strerror or err}") from err
         if not data:
             raise FaceAnalysisError(f"image file {path} is empty")
         return _decode(data, str(path))
@@ -61,35 +73,42 @@ def load_image(image: ImageInput) -> np.ndarray:
             raise FaceAnalysisError("image bytes are empty")
         return _decode(bytes(image), "image bytes")
     if hasattr(image, "mode") and hasattr(image, "size") and hasattr(image, "convert"):  # PIL
-        if image.mode.startswith("I;16") or image.mode == "I":  # 16/32-bit grey: convert("RGB") clips to 255
-            arr = np.asarray(image)
-            if arr.size and (arr.min() < 0 or arr.max() > 65535):
-                raise FaceAnalysisError(f"PIL image of mode {image.mode} has values outside 0..65535; "
-                                        "convert it to 8 or 16 bit first")
-            return from_array(arr.astype(np.uint16))
-        if image.mode == "F":  # float grey: same rules as a float array (values in [0, 1])
-            return from_array(np.asarray(image))
-        return from_array(np.asarray(image.convert("RGBA" if "A" in image.mode else "RGB")))
+        try:
+            return _from_pil(image)
+        except FaceAnalysisError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a lazily opened PIL image decodes here and may be corrupt
+            raise FaceAnalysisError(f"cannot read the PIL image ({type(err).__name__}: {err}); "
+                                    "it may be truncated or corrupt") from err
     if isinstance(image, np.ndarray):
+        if color == "bgr" and image.ndim == 3 and image.shape[2] in (3, 4):
+            image = image[:, :, [2, 1, 0] + ([3] if image.shape[2] == 4 else [])]
         return from_array(image)
-    if isinstance(image, torch.Tensor):
+    if type(image).__module__.split(".")[0] == "torch":  # without importing torch
         raise FaceAnalysisError("torch tensors are not accepted: pass image.numpy() as HxWx3 uint8 RGB")
     raise FaceAnalysisError(f"unsupported image type {type(image).__name__}; pass a path, bytes, PIL image or numpy array")
 
 
-def _decode(data: bytes, name: str) -> np.ndarray:
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if arr is None:
-        try:  # formats OpenCV lacks
-            from PIL import Image
+def _from_pil(image: Any) -> np.ndarray:
+    from .decode import pil_upright
 
-            with Image.open(io.BytesIO(data)) as im:
-                return load_image(im)
-        except Exception as err:  # noqa: BLE001 - any decoder failure means the same thing
-            raise FaceAnalysisError(f"cannot decode {name}: not an image, or the file is corrupt/truncated") from err
-    if arr.ndim == 3 and arr.shape[2] >= 3:
-        arr = arr[:, :, [2, 1, 0] + ([3] if arr.shape[2] == 4 else [])]  # BGR(A) -> RGB(A)
-    return from_array(arr)
+    image = pil_upright(image)
+    if image.mode.startswith("I;16") or image.mode == "I":  # 16/32-bit grey: convert("RGB") clips to 255
+        arr = np.asarray(image)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise FaceAnalysisError(f"PIL image of mode {image.mode} has values outside 0..65535; "
+                                    "convert it to 8 or 16 bit first")
+        return from_array(arr.astype(np.uint16))
+    if image.mode == "F":  # float grey: same rules as a float array (values in [0, 1])
+        return from_array(np.asarray(image))
+    return from_array(np.asarray(image.convert("RGBA" if "A" in image.mode else "RGB")))
+
+
+def _decode(data: bytes, name: str) -> np.ndarray:
+    """Encoded bytes -> RGB as displayed (see :func:`faceanalysis.decode.decode`)."""
+    from .decode import decode
+
+    return decode(data, name)
 
 
 def from_array(arr: np.ndarray) -> np.ndarray:

@@ -1,8 +1,10 @@
 """Runners: run the model (or an exported artifact) on normalised crops ``(N, 3, S, S)`` float32.
 
 Every backend takes the same input and returns the same named outputs, so the API, demo and
-evaluation share one contract. ``torch`` is built in; ``onnx`` and ``tflite`` live in
-:mod:`faceanalysis.export.runners` and need the export extras.
+evaluation share one contract. ``torch`` needs the ``[torch]`` extra; ``onnx`` (onnxruntime, a core
+dependency) and ``tflite`` (``ai-edge-litert``, in the ``[export]`` extra) live in
+:mod:`faceanalysis.export.runners`. Without a backend, :func:`resolve_backend` picks one: the file's
+suffix when weights are given, else torch when it is installed, else onnx.
 """
 from __future__ import annotations
 
@@ -10,13 +12,14 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import torch
 
+from ._lazy import TORCH_HINT, torch, torch_available
 from .config import FaceAnalysisConfig
-from .errors import FaceAnalysisError
-from .weights import load_model
+from .errors import FaceAnalysisError, option
 
 BACKENDS = ("torch", "onnx", "tflite")
+#: weights suffix -> the backend that runs it
+SUFFIX_BACKEND = {".safetensors": "torch", ".onnx": "onnx", ".tflite": "tflite"}
 
 
 class Runner(Protocol):
@@ -26,36 +29,64 @@ class Runner(Protocol):
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]: ...
 
 
+def resolve_backend(backend: str | None, weights: str | Path | None = None) -> str:
+    """The backend to use: ``backend`` when given (``"auto"`` = not given); else the suffix of ``weights``
+    (.safetensors torch, .onnx onnx, .tflite tflite); else torch when torch and timm are installed, else onnx.
+
+    A backend that contradicts the file's suffix raises."""
+    if backend not in (None, "auto") and backend not in BACKENDS:
+        raise FaceAnalysisError(f"unknown backend {backend!r}; choose from {BACKENDS}")
+    from_suffix = SUFFIX_BACKEND.get(Path(weights).suffix.lower()) if weights is not None else None
+    if backend in (None, "auto"):
+        if from_suffix is not None:
+            return from_suffix
+        return "torch" if torch_available() else "onnx"
+    if from_suffix == "torch" and backend != "torch":
+        raise FaceAnalysisError(
+            f"backend {backend!r} runs an exported model, not {weights}; drop "
+            f"{option(f'backend={backend!r}', f'--backend {backend}')} to run it on torch, or export it first: "
+            f"faceanalysis export --format {backend} --precision fp32 --weights {weights} -o my_export")
+    if from_suffix is not None and from_suffix != backend:
+        raise FaceAnalysisError(
+            f"{weights} is a {Path(weights).suffix} file, which the {from_suffix} backend runs, not {backend}; "
+            f"drop {option(f'backend={backend!r}', f'--backend {backend}')} (the suffix picks the backend) or "
+            f"pass a {'.safetensors' if backend == 'torch' else '.' + backend} file")
+    return backend
+
+
 class TorchRunner:
     """PyTorch model from a safetensors weights file."""
 
     def __init__(self, weights: str | Path | None = None, device: str = "cpu", tasks: list[str] | None = None) -> None:
+        from .weights import load_model
+
+        if not torch_available():
+            onnx = option("backend='onnx'", "--backend onnx")
+            raise FaceAnalysisError(f"the torch backend needs torch and timm, which are not installed: {TORCH_HINT}; "
+                                    f"or run the shipped ONNX model without torch: {onnx}")
+        cpu, cuda = option("device='cpu'", "--device cpu"), option("device='cuda'", "--device cuda")
+        if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
+            raise FaceAnalysisError(f"unknown device {device!r}; use {cpu} or {cuda}")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise FaceAnalysisError(f"device {device!r} requested but CUDA is not available in this torch build; "
-                                    "use device='cpu'")
-        if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
-            raise FaceAnalysisError(f"unknown device {device!r}; use 'cpu' or 'cuda'")
+                                    f"use {cpu}")
         self.model, self.config = load_model(weights, device)
         self.device = device
         self.tasks = tasks
         names = {n for t in self.model.tasks if tasks is None or t.name in tasks for n in t.outputs}
         self.output_names = [n for n in self.model.output_names if n in names]
 
-    @torch.inference_mode()
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        out = self.model(torch.from_numpy(x).to(self.device), tasks=self.tasks)
-        return {k: v.float().cpu().numpy() for k, v in out.items()}
+        with torch.inference_mode():
+            out = self.model(torch.from_numpy(x).to(self.device), tasks=self.tasks)
+            return {k: v.float().cpu().numpy() for k, v in out.items()}
 
 
-def make_runner(backend: str, weights: str | Path | None, device: str, tasks: list[str] | None) -> Runner:
-    """A runner for ``backend`` (torch | onnx | tflite)."""
+def make_runner(backend: str | None, weights: str | Path | None, device: str, tasks: list[str] | None) -> Runner:
+    """A runner for ``backend`` (torch | onnx | tflite; ``None`` = :func:`resolve_backend`)."""
+    backend = resolve_backend(backend, weights)
     if backend == "torch":
         return TorchRunner(weights, device, tasks)
-    if backend in ("onnx", "tflite"):
-        try:
-            from .export import runners
-        except ImportError as err:
-            raise FaceAnalysisError(f"backend {backend!r} needs the export extras: pip install 'faceanalysis[export]' "
-                                    f"({err})") from err
-        return runners.make(backend, weights, device, tasks)
-    raise FaceAnalysisError(f"unknown backend {backend!r}; choose from {BACKENDS}")
+    from .export import runners
+
+    return runners.make(backend, weights, device, tasks)

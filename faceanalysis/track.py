@@ -8,9 +8,16 @@ Detection and tracking
     model, and detecting every frame never loses a fast-moving face). Detections are matched to tracks
     greedily by IoU (highest first, IoU >= ``iou_threshold``) against each track's box *predicted* to the
     frame's time with a constant-velocity model, so a face moving quickly still matches. Unmatched
-    detections start new tracks; a track that misses ``max_missed`` detection rounds in a row is dropped.
-    On frames between detections (``detect_every > 1``) each live track's last detection (box and 5 key
-    points) is shifted by its velocity and the model runs on that predicted detection.
+    detections start new tracks; a track that misses ``max_missed`` frames in a row is dropped.
+    On frames between detections (``detect_every > 1``) each live track's box is predicted to the frame's
+    time and the detector runs only on a small region around it (two box sizes, at most 192 px): the
+    face found there, with its own key points, is what the model analyses. A face that is not found there
+    (it left, was covered, or the scene cut) gives no result for that frame, so every frame's results
+    describe that frame, never a position or a face carried over from an earlier one. With no face to
+    follow, or after a pause of more than 0.5 s (a seek), the frame gets a full detection; a face that
+    appears while others are followed is reported
+    from the next detection round (at most ``detect_every - 1`` frames late). A change of frame size
+    restarts tracking.
 
 Temporal smoothing (``smooth=True``; per track, reset when a track starts)
     Geometry uses the One-Euro filter (Casiez et al., CHI 2012): a low-pass filter whose cutoff rises with
@@ -20,17 +27,30 @@ Temporal smoothing (``smooth=True``; per track, reset when a track starts)
     age, gender) and the identity embedding (re-normalised) use an exponential moving average with weight
     ``ema=0.4`` on the new frame. The parsing mask is not smoothed. The expression label is the argmax of
     the smoothed probabilities, so it does not flip on single noisy frames.
+
+    Smoothing never carries one frame's content into another: the filters restart when more than
+    ``max_gap`` (0.5 s) passes between a track's frames (a seek or a stall), when the box jumps by more than
+    half its size or changes size by more than 1.5x (a cut), and when the new identity embedding's cosine
+    to the smoothed one falls below ``reset_similarity`` (0.5: another person in the same place; the face
+    then also gets a new track id); smoothed geometry is kept within ``max_offset`` (10 %) of the face size
+    of the frame's own measurement.
+
+Threads
+    A :class:`VideoAnalyzer` holds one stream's state (tracks, filters, last timestamp): use one per stream.
+    Calling :meth:`VideoAnalyzer.process` from two threads at once raises :class:`FaceAnalysisError`; the
+    :class:`~faceanalysis.FaceAnalyzer` inside can be shared by several video analyzers.
 """
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .detect import Detection
+from .detect import Detection, YuNetDetector, check_rgb_uint8
 from .errors import FaceAnalysisError
 
 if TYPE_CHECKING:
@@ -58,6 +78,13 @@ class OneEuroFilter:
     def value(self) -> np.ndarray | None:
         return None if self._x is None else self._x.copy()
 
+    def reset(self, x: np.ndarray | None = None, t: float = 0.0) -> None:
+        """Forget the history (and start from ``x`` observed at ``t`` when given)."""
+        if x is None:
+            self._x = self._dx = None
+        else:
+            self._x, self._dx, self._t = np.asarray(x, np.float64).copy(), np.zeros(np.shape(x)), t
+
     def __call__(self, x: np.ndarray, t: float) -> np.ndarray:
         x = np.asarray(x, np.float64)
         if self._x is None or self._x.shape != x.shape:
@@ -78,11 +105,44 @@ class FaceSmoother:
     """Per-track temporal smoothing of a :class:`~faceanalysis.Face` (see the module docstring)."""
 
     def __init__(self, min_cutoff: float = 1.0, beta: float = 0.05, pose_min_cutoff: float = 0.8,
-                 pose_beta: float = 0.02, ema: float = 0.4) -> None:
+                 pose_beta: float = 0.02, ema: float = 0.4, max_gap: float = 0.5, reset_similarity: float = 0.5,
+                 max_jump: float = 0.5, max_offset: float = 0.1) -> None:
         self._geo = {k: OneEuroFilter(min_cutoff, beta) for k in ("bbox", "keypoints5", "landmarks")}
         self._pose = OneEuroFilter(pose_min_cutoff, pose_beta)
         self.ema = ema
+        self.max_gap, self.reset_similarity, self.max_jump, self.max_offset = max_gap, reset_similarity, max_jump, max_offset
         self._avg: dict[str, np.ndarray] = {}
+        self._last_t: float | None = None
+        #: why the latest call restarted the filters ("gap", "jump", "identity") or ``None``
+        self.last_reset: str | None = None
+
+    def reset(self) -> None:
+        """Forget every filter's history."""
+        for f in (*self._geo.values(), self._pose):
+            f.reset()
+        self._avg.clear()
+        self._last_t = None
+
+    def _reset_reason(self, face: "Face", t: float) -> str | None:
+        if self._last_t is None:
+            return None
+        if t - self._last_t > self.max_gap:
+            return "gap"
+        box = self._geo["bbox"].value
+        if box is not None:
+            size = math.sqrt(max((box[2] - box[0]) * (box[3] - box[1]), 1e-6))
+            nb = np.asarray(face.bbox, np.float64)
+            new_size = math.sqrt(max((nb[2] - nb[0]) * (nb[3] - nb[1]), 1e-6))
+            shift = np.hypot(*((nb[:2] + nb[2:]) / 2 - (box[:2] + box[2:]) / 2))
+            if shift > self.max_jump * size or not 1 / 1.5 <= new_size / size <= 1.5:
+                return "jump"
+        e = self._avg.get("embedding")
+        if e is not None and face.embedding is not None:
+            x = np.asarray(face.embedding, np.float64)
+            cos = float(e @ x / max(np.linalg.norm(e) * np.linalg.norm(x), 1e-12))
+            if cos < self.reset_similarity:
+                return "identity"
+        return None
 
     def _ema(self, key: str, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float64)
@@ -93,11 +153,21 @@ class FaceSmoother:
 
     def __call__(self, face: "Face", t: float) -> "Face":
         """A smoothed copy of ``face`` observed at time ``t`` (seconds)."""
+        self.last_reset = self._reset_reason(face, t)
+        if self.last_reset is not None:
+            self.reset()
+        self._last_t = t
         upd: dict = {}
+        x0, y0, x1, y1 = (float(v) for v in face.bbox)
+        tol = self.max_offset * math.sqrt(max((x1 - x0) * (y1 - y0), 1e-6))
         for key, f in self._geo.items():
             v = getattr(face, key)
             if v is not None:
-                upd[key] = f(v, t).astype(np.float32)
+                out = f(v, t)
+                if np.abs(out - np.asarray(v, np.float64)).max() > tol:  # lagging behind this frame: snap to it
+                    f.reset(v, t)
+                    out = np.asarray(v, np.float64)
+                upd[key] = out.astype(np.float32)
         if face.pose is not None:
             p = np.asarray(face.pose, np.float64)
             prev = self._pose.value
@@ -215,13 +285,21 @@ class VideoAnalyzer:
     track in between, smooth per track. Faces get ``extra["track_id"]``.
 
     Args:
-        analyzer: a :class:`~faceanalysis.FaceAnalyzer`.
-        detect_every: run the detector on every Nth frame (1 = every frame).
+        analyzer: a :class:`~faceanalysis.FaceAnalyzer` (may be shared by several video analyzers).
+        detect_every: run the full-frame detector on every Nth frame (1 = every frame); in between, the
+            detector runs only around each tracked face (see the module docstring).
         smooth: temporal smoothing (see the module docstring).
         iou_threshold, max_missed: tracker settings (see :class:`IoUTracker`).
 
-    ``last_timings`` holds the latest frame's ``detect`` / ``model`` / ``track`` times in milliseconds.
+    Every frame's faces describe that frame, whatever these settings: one stream per instance, not shared
+    between threads (concurrent :meth:`process` calls raise). ``last_timings`` holds the latest frame's
+    ``detect`` / ``model`` / ``track`` times in milliseconds.
     """
+
+    #: region searched around a tracked face between detections: this many box sizes, at most this many px
+    ROI_CONTEXT, ROI_SIDE = 2.0, 192
+    #: a longer pause between frames (a seek, a stall) makes the next frame a detection frame
+    MAX_GAP_S = 0.5
 
     def __init__(self, analyzer: "FaceAnalyzer", detect_every: int = 1, smooth: bool = True,
                  iou_threshold: float = 0.3, max_missed: int = 5) -> None:
@@ -235,21 +313,74 @@ class VideoAnalyzer:
         self.last_timings: dict[str, float] = {}
         self.last_detected = False
         self._last_t: float | None = None
+        self._shape: tuple[int, ...] | None = None
+        self._busy = threading.Lock()
+
+    def reset(self) -> None:
+        """Forget every track (e.g. before feeding another stream)."""
+        self.tracker = IoUTracker(self.tracker.iou_threshold, self.tracker.max_missed, self.tracker.velocity_ema)
+        self.frame_index = 0
+        self._last_t = None
+        self._shape = None
+
+    def _detect_full(self, rgb: np.ndarray) -> list[Detection]:
+        return self.analyzer._detect(rgb, None, rotations="check")
+
+    def _detect_near(self, rgb: np.ndarray, pred: Detection) -> Detection | None:
+        """The face in a small region around a predicted detection, or ``None`` when there is none."""
+        h, w = rgb.shape[:2]
+        x0, y0, x1, y1 = (float(v) for v in pred.bbox)
+        side = self.ROI_CONTEXT * max(x1 - x0, y1 - y0, 1.0)
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        X0, Y0 = max(0, int(math.floor(cx - side / 2))), max(0, int(math.floor(cy - side / 2)))
+        X1, Y1 = min(w, int(math.ceil(cx + side / 2))), min(h, int(math.ceil(cy + side / 2)))
+        if X1 - X0 < 8 or Y1 - Y0 < 8:
+            return None
+        roi = np.ascontiguousarray(rgb[Y0:Y1, X0:X1])
+        det = self.analyzer.detector
+        found = (det.detect(roi, self.ROI_SIDE, "check") if isinstance(det, YuNetDetector) else det.detect(roi))
+        shift = np.array([X0, Y0], np.float32)
+        found = [replace(d, bbox=d.bbox + np.tile(shift, 2), kps5=d.kps5 + shift) for d in found]
+        if not found:
+            return None
+        iou = iou_matrix(pred.bbox[None], np.array([d.bbox for d in found]))[0]
+        i = int(np.argmax(iou))
+        return found[i] if iou[i] >= self.tracker.iou_threshold else None
 
     def process(self, rgb: np.ndarray, timestamp_ms: float) -> list["Face"]:
         """Faces of one RGB uint8 frame; ``timestamp_ms`` must increase from frame to frame."""
+        if not self._busy.acquire(blocking=False):
+            raise FaceAnalysisError("VideoAnalyzer.process was called from two threads at once: a VideoAnalyzer "
+                                    "holds one stream's tracks, so use one per stream (they can share a FaceAnalyzer)")
+        try:
+            return self._process(rgb, timestamp_ms)
+        finally:
+            self._busy.release()
+
+    def _process(self, rgb: np.ndarray, timestamp_ms: float) -> list["Face"]:
+        check_rgb_uint8(rgb, "VideoAnalyzer.process takes HxWx3 uint8 RGB frames",
+                        " (convert BGR frames from cv2 with cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))")
         if self._last_t is not None and timestamp_ms <= self._last_t:
             raise FaceAnalysisError(f"timestamps must increase: got {timestamp_ms} ms after {self._last_t} ms")
+        if self._shape is not None and rgb.shape != self._shape:  # another stream or a resolution change
+            self.reset()
+        gap = self._last_t is not None and timestamp_ms - self._last_t > 1000.0 * self.MAX_GAP_S
+        self._shape = rgb.shape
         self._last_t = timestamp_ms
         t = timestamp_ms / 1000.0
         t0 = time.perf_counter()
-        detect = self.frame_index % self.detect_every == 0
+        # between detection rounds only tracked faces are followed: with none to follow, detect (a face that
+        # enters an empty scene is reported at once; one that joins tracked faces waits for the next round)
+        detect = self.frame_index % self.detect_every == 0 or not self.tracker.live() or gap
         if detect:
-            dets = self.analyzer.detect(rgb)
-            tracks = self.tracker.update(dets, t)
+            dets = self._detect_full(rgb)
         else:
-            tracks = self.tracker.live()
-            dets = [tr.predict(t) for tr in tracks]
+            near = [self._detect_near(rgb, tr.predict(t)) for tr in self.tracker.live()]
+            dets = []
+            for d in sorted((d for d in near if d is not None), key=lambda d: -d.score):
+                if all(iou_matrix(d.bbox[None], k.bbox[None])[0, 0] < self.tracker.iou_threshold for k in dets):
+                    dets.append(d)
+        tracks = self.tracker.update(dets, t)
         t1 = time.perf_counter()
         faces = self.analyzer.analyze_detections([rgb], [dets])[0] if dets else []
         t2 = time.perf_counter()
@@ -259,6 +390,9 @@ class VideoAnalyzer:
                 if tr.smoother is None:
                     tr.smoother = FaceSmoother()
                 face = tr.smoother(face, t)
+                if tr.smoother.last_reset == "identity":  # another person where this track was
+                    tr.track_id = self.tracker._next_id
+                    self.tracker._next_id += 1
             face.extra["track_id"] = tr.track_id
             out.append(face)
         t3 = time.perf_counter()

@@ -56,12 +56,15 @@ class TrainConfig:
     val_max: int = 600  # images per validation set
     train_sets: dict[str, str] = field(default_factory=lambda: {
         "utkface": "train", "celeba_attr": "train", "fer2013": "Training", "celebamask_mini": "train",
-        "300w_partial": "afw_train"})
+        "300w_partial": "afw_train", "celeba_more": "train"})
     val_sets: dict[str, str] = field(default_factory=lambda: {
         "utkface": "val", "celeba_attr": "val", "fer2013": "PublicTest", "celebamask_mini": "val",
-        "300w_partial": "afw_val"})
+        "300w_partial": "afw_val", "celeba_more": "val"})
     ratios: dict[str, float] = field(default_factory=lambda: {
-        "utkface": 0.29, "celeba_attr": 0.26, "fer2013": 0.28, "celebamask_mini": 0.12, "300w_partial": 0.05})
+        "utkface": 0.24, "celeba_attr": 0.24, "fer2013": 0.27, "celebamask_mini": 0.10, "300w_partial": 0.05,
+        "celeba_more": 0.10})
+    identity_k: int = 2  # images per identity in a batch for identity-labelled sources (P x K sampling)
+    init: str = ""  # start from these weights (a stage of a training campaign); resume checkpoints win
     task_weights: dict[str, float] = field(default_factory=lambda: {
         "parsing": 1.0, "landmarks": 5.0, "pose": 3.0, "attributes": 1.0, "expression": 1.0, "identity": 2.0})
 
@@ -225,10 +228,13 @@ def train(cfg: TrainConfig, data_root: str | Path, out: str | Path, device: str 
     tasks = [t.fit(train_sources) for t in tasks]
 
     model = FaceModel(cfg.model).to(device)
+    if cfg.init:
+        _init_from(model, cfg.init)
+        say(f"initialised from {cfg.init}")
     ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay),
                                               use_buffers=True)
     opt = _optimizer(model, cfg)
-    sampler = MixtureSampler(train_sources, cfg.ratios, tasks, pre, cfg.batch_size, cfg.seed, cfg.augment)
+    sampler = MixtureSampler(train_sources, cfg.ratios, tasks, pre, cfg.batch_size, cfg.seed, cfg.augment, cfg.identity_k)
     ckpt = out / "checkpoint.safetensors"
     step, history = 0, []
     if resume and ckpt.exists():
@@ -278,20 +284,36 @@ def train(cfg: TrainConfig, data_root: str | Path, out: str | Path, device: str 
     return final
 
 
+def _init_from(model: FaceModel, path: str | Path) -> None:
+    """Load a weights file (safetensors with embedded config) into ``model``; the architectures must match."""
+    from .weights import read_config
+
+    src = read_config(path)
+    if dataclasses.asdict(src.model) != dataclasses.asdict(model.cfg):
+        raise FaceAnalysisError(f"--init weights {path} were trained with another model config; "
+                                "use the same model section as the run's config")
+    state = load_file(str(path))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+
+
 def _with_extra(full_cfg: FaceAnalysisConfig, cfg: TrainConfig, name: str, step: int, history) -> FaceAnalysisConfig:
     extra = {"train_config": name, "steps": step, "validation": history[-1] if history else {}}
     return dataclasses.replace(full_cfg, extra=extra)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="faceanalysis train", description=__doc__.splitlines()[0])
+    from ._argparse import HelpFormatter
+
+    p = argparse.ArgumentParser(prog="faceanalysis train", description=__doc__.splitlines()[0],
+                                formatter_class=HelpFormatter)
     p.add_argument("--config", default="default", help="config name (faceanalysis/configs) or JSON file")
     p.add_argument("--data-root", default=None, help="data pack root (default ../shared/data)")
     p.add_argument("--out", required=True, help="output folder (checkpoints, log, weights)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT has a checkpoint")
     p.add_argument("--steps", type=int, default=None, help="override the config's step count")
     p.add_argument("--threads", type=int, default=None, help="override the config's CPU thread count")
+    p.add_argument("--init", default=None, help="start from these weights (e.g. the shipped ones: a new training stage)")
     args = p.parse_args(argv)
     return run_command("faceanalysis train", lambda: _main(args))
 
@@ -302,6 +324,8 @@ def _main(args: argparse.Namespace) -> int:
         cfg.steps = args.steps
     if args.threads is not None:
         cfg.threads = args.threads
+    if args.init is not None:
+        cfg.init = args.init
     root = args.data_root or default_data_root()
     train(cfg, root, args.out, device=args.device, resume=not args.no_resume, config_name=args.config)
     return 0

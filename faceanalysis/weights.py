@@ -1,22 +1,35 @@
-"""Weights: safetensors files with the full config embedded in the metadata. Nothing is unpickled."""
+"""Weights: safetensors files with the full config embedded in the metadata. Nothing is unpickled.
+
+The shipped weights, the ONNX export of them that the torch-free runtime uses and the model card are package
+data in ``faceanalysis/assets/`` (:data:`ASSETS`), so they come with every install, editable or not.
+"""
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
+from ._lazy import require_torch, torch
 from .config import FaceAnalysisConfig
-from .errors import FaceAnalysisError
+from .errors import FaceAnalysisError, option
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "faceanalysis_s128.safetensors"
+#: package data: shipped weights, their ONNX export (+ JSON sidecar) and MODEL_CARD.md
+ASSETS = Path(__file__).resolve().parent / "assets"
+DEFAULT_STEM = "faceanalysis_s128"
+#: the shipped fp16 weights (torch backend); replace this file to ship new weights
+DEFAULT_WEIGHTS = ASSETS / f"{DEFAULT_STEM}.safetensors"
+#: the ONNX export of :data:`DEFAULT_WEIGHTS` used by the onnx backend (fp32: exact parity, faster than int8 on x86)
+DEFAULT_ONNX = ASSETS / f"{DEFAULT_STEM}.fp32.onnx"
+MODEL_CARD = ASSETS / "MODEL_CARD.md"
 CONFIG_KEY = "faceanalysis_config"
 
 
-def save_weights(model: torch.nn.Module, cfg: FaceAnalysisConfig, path: str | Path, dtype: torch.dtype = torch.float16) -> Path:
-    """Write ``model``'s state dict (floating tensors cast to ``dtype``) with ``cfg`` embedded."""
+def save_weights(model: torch.nn.Module, cfg: FaceAnalysisConfig, path: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Write ``model``'s state dict (floating tensors cast to ``dtype``, default float16) with ``cfg`` embedded."""
+    from safetensors.torch import save_file
+
+    dtype = torch.float16 if dtype is None else dtype
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).contiguous().cpu()
@@ -31,11 +44,12 @@ def read_config(path: str | Path) -> FaceAnalysisConfig:
 
     path = _check(path)
     try:
-        with safe_open(str(path), "pt") as f:
+        with safe_open(str(path), "numpy") as f:  # metadata only: no torch needed
             meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as err:
         hint = "" if path.suffix == ".safetensors" else (
-            "; the torch backend reads .safetensors files (for .onnx / .tflite pass backend='onnx' / 'tflite')")
+            "; the torch backend reads .safetensors files (exported .onnx / .tflite models run with "
+            + option("backend='onnx' / 'tflite'", "--backend onnx / tflite") + ")")
         raise FaceAnalysisError(f"weights file {path} is not a readable safetensors file ({err}); "
                                 f"it may be truncated: re-download or re-export it{hint}") from err
     if CONFIG_KEY not in meta:
@@ -49,9 +63,12 @@ def read_config(path: str | Path) -> FaceAnalysisConfig:
 
 def load_model(path: str | Path | None = None, device: str = "cpu"):
     """Build a :class:`~faceanalysis.model.FaceModel` from a weights file (fp32, eval mode) and its config."""
+    path = _check(path if path is not None else DEFAULT_WEIGHTS)
+    require_torch(f"loading {path.name} (the torch backend)")
+    from safetensors.torch import load_file
+
     from .model import FaceModel
 
-    path = _check(path if path is not None else DEFAULT_WEIGHTS)
     cfg = read_config(path)
     try:
         state = load_file(str(path))

@@ -238,9 +238,12 @@ def test_very_large_image_keeps_original_coordinates(tiny_analyzer, face_photo):
     small[200:456, 300:556] = face_photo
     big = cv2.resize(small, (8000, 6000), interpolation=cv2.INTER_LINEAR)
     (fs,) = tiny_analyzer.analyze(small)
-    fb = tiny_analyzer.analyze(big)
+    # the same detector input (640 px) for both: the default adapts to the photo (2048 px here), see below
+    fb = tiny_analyzer.analyze(big, max_side=640)
     assert len(fb) == 1
     fb = fb[0]
+    (fa,) = tiny_analyzer.analyze(big)  # adaptive size: YuNet sees more pixels, the box stays put
+    assert np.abs(fa.bbox - fs.bbox * 10).max() < 0.05 * 10 * _box_size(fs)
     size = 10 * _box_size(fs)
 
     def up(p):  # pixel centres of the small image in the 10x image

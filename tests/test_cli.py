@@ -98,7 +98,7 @@ def test_errors_exit_2_with_one_line(case, image_dir, tmp_path, tiny_weights, ca
         "draw_is_file": ["analyze", image_dir, "--draw", afile, "--weights", tiny_weights],
         "bad_task": ["analyze", image_dir, "--tasks", "gaze", "--weights", tiny_weights],
         "cuda": ["analyze", image_dir, "--device", "cuda:7", "--weights", tiny_weights],
-        "bad_det_size": ["analyze", image_dir, "--det-size", "0", "--weights", tiny_weights],
+        "bad_det_size": ["analyze", image_dir, "--max-side", "0", "--weights", tiny_weights],
         # nested/deep.jpg and a copy named deep.png would both become deep_faces.png
         "draw_name_clash": ["analyze", image_dir, "--draw", tmp_path / "drawn", "--weights", tiny_weights],
     }[case]
@@ -123,8 +123,9 @@ def test_unreadable_images_are_reported_and_skipped(image_dir, tmp_path, tiny_we
     bad.write_bytes(sorted(image_dir.glob("*.jpg"))[0].read_bytes()[:300])
     out_json = tmp_path / "r.json"
     rc, out, err = _run(["analyze", image_dir, "--json", out_json, "--weights", tiny_weights, "--quiet"], capsys)
-    assert rc == 0  # some images worked
+    assert rc == 1  # any failed file makes the exit status non-zero (issue 11), the others are still analysed
     assert "broken.jpg: error: cannot decode" in err and "Traceback" not in err
+    assert "1 failed" in err  # the summary count
     assert "error" in json.loads(out_json.read_text())[str(bad)]
     rc, _, err = _run(["analyze", bad, "--weights", tiny_weights, "--quiet"], capsys)
     assert rc == 1  # nothing could be analysed

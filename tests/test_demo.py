@@ -261,6 +261,27 @@ def test_match_gallery_threshold():
     assert match_gallery(None, g, 0.0) is None
 
 
+def test_gallery_threshold_defaults_to_the_stored_calibration_at_far_1e2(tiny_weights, tmp_path):
+    """One calibration (faceanalysis.verification): the gallery's default threshold is the stored FAR 1e-2 one;
+    weights without a calibration need --match-threshold."""
+    import json
+    import shutil
+
+    from faceanalysis import FaceAnalyzer
+    from faceanalysis.demo import gallery_threshold
+    from faceanalysis.verification import calibration_path
+    from faceanalysis.weights import file_sha256
+
+    w = tmp_path / "mine.safetensors"
+    shutil.copy(tiny_weights, w)
+    with pytest.raises(FaceAnalysisError, match="--match-threshold"):
+        gallery_threshold(FaceAnalyzer(weights=w, tasks=["identity"]))
+    calibration_path(w).write_text(json.dumps({"weights_sha256": file_sha256(w), "threshold": 0.3,
+                                               "far_targets": {"0.01": {"threshold": 0.55}}}))
+    fa = FaceAnalyzer(weights=w, tasks=["identity"])
+    assert gallery_threshold(fa) == 0.55 and fa.verify_threshold == 0.3
+
+
 def test_expression_draw_has_probability_bar():
     from faceanalysis import Face
     from faceanalysis.draw import draw

@@ -244,10 +244,76 @@ def test_runner_errors(tiny_weights, tmp_path, monkeypatch):
     from faceanalysis.export import runners
     from faceanalysis.runtime import make_runner
 
-    monkeypatch.setattr(runners, "EXPORT_DIR", tmp_path / "none")
-    with pytest.raises(FaceAnalysisError, match="faceanalysis export"):
+    monkeypatch.setattr(runners, "ASSETS", tmp_path / "none")
+    with pytest.raises(FaceAnalysisError, match="faceanalysis export") as info:
         make_runner("onnx", None, "cpu", None)
+    assert "site-packages" not in str(info.value) and "-o my_export" in str(info.value)  # never into the install
     with pytest.raises(FaceAnalysisError, match="export it first"):
         make_runner("onnx", tiny_weights, "cpu", None)
     with pytest.raises(FaceAnalysisError, match="does not exist"):
         make_runner("tflite", tmp_path / "x.tflite", "cpu", None)
+
+
+# ---- export on the user's own photos, without the data pack (issue 12) -------------------------------------
+@pytest.fixture()
+def photo_folders(tmp_path, celeba_photo_paths):
+    import shutil
+
+    calib, check = tmp_path / "calib", tmp_path / "check"
+    calib.mkdir(), check.mkdir()
+    for p in celeba_photo_paths[:6]:
+        shutil.copy(p, calib / p.name)
+    for p in celeba_photo_paths[6:9]:
+        shutil.copy(p, check / p.name)
+    return calib, check
+
+
+def test_export_on_user_photos_needs_no_data_pack(tiny_weights, photo_folders, tmp_path, monkeypatch, capsys):
+    from faceanalysis.export.cli import main
+
+    calib, check = photo_folders
+    monkeypatch.setenv("FACEANALYSIS_DATA", str(tmp_path / "no_pack"))
+    monkeypatch.chdir(tmp_path)  # ../shared/data must not be found relative to the working directory either
+    rc = main(["--format", "onnx", "--precision", "int8", "--weights", str(tiny_weights), "--calib-data", str(calib),
+               "--check-data", str(check), "-o", str(tmp_path / "out")])
+    assert rc == 0, capsys.readouterr().err
+    side = read_sidecar(tmp_path / "out" / "tiny.int8.onnx")
+    assert side["calibration"] == {"images": 6, "source": "calib/ (--calib-data)"}
+    assert side["parity"]["measured"] and side["parity"]["images"] == "3 faces from check/ (--check-data)"
+    assert side["parity"]["metrics"]["n"] == 3
+
+
+def test_export_without_pack_or_photos(tiny_weights, photo_folders, tmp_path, monkeypatch, capsys):
+    from faceanalysis.export.cli import main
+
+    monkeypatch.setenv("FACEANALYSIS_DATA", str(tmp_path / "no_pack"))
+    monkeypatch.chdir(tmp_path)
+    base = ["--weights", str(tiny_weights), "-o", str(tmp_path / "out")]
+    # int8 cannot be calibrated: the error names --calib-data
+    assert main(["--format", "onnx", "--precision", "int8", *base]) == 2
+    assert "--calib-data" in capsys.readouterr().err
+    # --check cannot check: exit 2 before any work
+    assert main(["--format", "onnx", "--precision", "fp32", "--check", *base]) == 2
+    assert "--check-data" in capsys.readouterr().err and not (tmp_path / "out" / "tiny.fp32.onnx").exists()
+    # fp32 without check photos: exported, parity skipped with a note that says how to measure it
+    assert main(["--format", "onnx", "--precision", "fp32", *base]) == 0
+    assert "parity: not measured" in capsys.readouterr().out
+    assert "--check-data" in read_sidecar(tmp_path / "out" / "tiny.fp32.onnx")["parity"]["note"]
+    # --no-check: skipped on purpose
+    assert main(["--format", "onnx", "--precision", "fp16", "--no-check", *base]) == 0
+    assert read_sidecar(tmp_path / "out" / "tiny.fp16.onnx")["parity"] == {"measured": False,
+                                                                           "note": "not measured (--no-check)"}
+    assert main(["--format", "onnx", "--precision", "fp16", "--no-check", "--check-data", str(tmp_path), *base]) == 2
+    with pytest.raises(SystemExit):  # mutually exclusive (argparse usage error)
+        main(["--format", "onnx", "--precision", "fp16", "--no-check", "--check", *base])
+    capsys.readouterr()
+
+
+def test_check_data_overrides_the_pack(tiny_weights, photo_folders, data_root, tmp_path, capsys):
+    """With the pack present, --check-data is what the parity check reads (it used to read the pack always)."""
+    from faceanalysis.export.cli import main
+
+    _, check = photo_folders
+    assert main(["--format", "onnx", "--precision", "fp32", "--weights", str(tiny_weights), "--check-data", str(check),
+                 "-o", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    assert read_sidecar(tmp_path / "out" / "tiny.fp32.onnx")["parity"]["images"].endswith("(--check-data)")

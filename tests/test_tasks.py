@@ -207,7 +207,9 @@ def test_fit_returns_configured_copies_and_leaves_the_registry_alone():
     np.testing.assert_allclose(i2.bank.norm(dim=1).numpy(), 1.0, rtol=1e-5)
     # a task with nothing to fit is returned as is
     assert TASKS["pose"].fit(srcs) is TASKS["pose"]
-    assert identity.fit({"a": _Src(masks=masks)}) is identity
+    # identity always gets its own copy: the copy carries the training-time cross-batch memory
+    bare = identity.fit({"a": _Src(masks=masks)})
+    assert bare is not identity and bare.bank is None and "_memory" not in identity.__dict__
 
 
 def test_identity_bank_term_is_zero_for_a_perfect_student_and_grows_with_error():

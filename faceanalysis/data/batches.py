@@ -117,15 +117,42 @@ def collate(samples, tasks: list[Task]) -> tuple[np.ndarray, dict[str, dict[str,
 
 
 class MixtureSampler:
-    """Endless batches mixing sources by ``ratios`` (deterministic given ``seed``)."""
+    """Endless batches mixing sources by ``ratios`` (deterministic given ``seed``).
+
+    With ``identity_k >= 2``, a source whose samples carry identity labels (``targets["identity"]["label"]``)
+    is drawn as ``identity_k`` images of each of several identities (P x K sampling, identities with at
+    least ``identity_k`` images in the split), so each labelled image meets a positive in its batch.
+    """
 
     def __init__(self, sources: dict[str, Source], ratios: dict[str, float], tasks: list[Task], pre: PreprocessConfig,
-                 batch_size: int, seed: int, aug: AugmentConfig) -> None:
+                 batch_size: int, seed: int, aug: AugmentConfig, identity_k: int = 0) -> None:
         self.names = [n for n in ratios if n in sources and ratios[n] > 0]
         p = np.array([ratios[n] for n in self.names], np.float64)
         self.p = p / p.sum()
         self.sources, self.tasks, self.pre, self.batch_size, self.aug = sources, tasks, pre, batch_size, aug
         self.rng = np.random.default_rng(seed)
+        self.identity_k = identity_k
+        self.groups: dict[str, list[np.ndarray]] = {}
+        for name in self.names:
+            label = sources[name].targets.get("identity", {}).get("label")
+            if identity_k < 2 or label is None:
+                continue
+            ok = np.isfinite(label)
+            ids, inverse, counts = np.unique(label[ok], return_inverse=True, return_counts=True)
+            rows = np.where(ok)[0]
+            groups = [rows[inverse == j] for j in np.where(counts >= identity_k)[0]]
+            if groups:
+                self.groups[name] = groups
+
+    def _indices(self, name: str, k: int) -> np.ndarray:
+        groups = self.groups.get(name)
+        if groups is None or k < self.identity_k:
+            return self.rng.integers(0, len(self.sources[name]), k)
+        n_ids = min(k // self.identity_k, len(groups))
+        picked = [self.rng.choice(groups[g], self.identity_k, replace=False)
+                  for g in self.rng.choice(len(groups), n_ids, replace=False)]
+        rest = self.rng.integers(0, len(self.sources[name]), k - n_ids * self.identity_k)
+        return np.concatenate(picked + [rest]).astype(np.int64)
 
     def state(self) -> dict:
         return self.rng.bit_generator.state
@@ -138,6 +165,6 @@ class MixtureSampler:
         samples = []
         for name, k in zip(self.names, counts):
             src = self.sources[name]
-            for i in self.rng.integers(0, len(src), k):
+            for i in self._indices(name, int(k)):
                 samples.append(make_sample(src, int(i), self.tasks, self.pre, self.rng, self.aug))
         return collate(samples, self.tasks)

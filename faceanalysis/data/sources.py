@@ -125,10 +125,11 @@ def _detect_kps(images: list[np.ndarray], desc: str, upscale: int = 1) -> np.nda
     return out
 
 
-def _cached(name: str, root: Path, build: Callable[[], Source]) -> Source:
-    """Load ``name`` from the cache, or build and store it. The key includes the data root."""
+def _cached(name: str, root: Path, build: Callable[[], Source], version: int = CACHE_VERSION) -> Source:
+    """Load ``name`` from the cache, or build and store it. The key includes the data root and the
+    loader's ``version`` (bumped per dataset when what its loader stores changes)."""
     tag = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:10]
-    key = f"{name}-v{CACHE_VERSION}-{tag}.npz"
+    key = f"{name}-v{version}-{tag}.npz"
     path = cache_dir() / key
     if path.exists():
         z = np.load(path, allow_pickle=False)
@@ -196,7 +197,7 @@ def _pseudo_targets(p: dict[str, np.ndarray], n: int, expr_weight: float) -> dic
     return {
         "landmarks": {"points": lm, "weight": np.where(ok, 1.0, 0.0).astype(np.float32)},
         "pose": {"ypr": ypr},
-        "identity": {"embedding": emb},
+        "identity": {"embedding": emb, "label": _nan(n)},
         "expression": {"probs": emo, "weight": np.full(n, expr_weight, np.float32)},
     }
 
@@ -245,10 +246,46 @@ def load_celeba_attr(root: Path, split: str) -> Source:
         age = p["age"].astype(np.float32)  # teacher age: a weak label
         targets["attributes"] = {"attrs": attrs, "age": age, "age_weight": np.where(np.isfinite(age), 0.3, 0).astype(np.float32),
                                  "gender": attrs[:, ATTRIBUTES.index("Male")]}
+        targets["identity"]["label"] = _celeba_identities(root, ids)
         meta = {"split": np.array([r["split"] for r in rows])}
         return Source("celeba_attr", images, _kps_from_pseudo(p), targets, ids=ids, meta=meta)
 
-    return _select(_cached("celeba_attr", root, build), split)
+    return _select(_cached("celeba_attr", root, build, version=3), split)
+
+
+def _celeba_identities(root: Path, ids: list[str]) -> np.ndarray:
+    """CelebA identity numbers for ``ids`` from ``celeba_attr/identity.csv`` (NaN when the file or a row is
+    missing: older packs have no identities)."""
+    path = root / "celeba_attr" / "identity.csv"
+    out = _nan(len(ids))
+    if not path.exists():
+        return out
+    ident = {r["id"]: float(r["identity"]) for r in _read_csv(path, ["id", "identity"])}
+    for i, k in enumerate(ids):
+        out[i] = ident.get(k, np.nan)
+    return out
+
+
+def load_celeba_more(root: Path, split: str) -> Source:
+    """``split``: ``train`` (164 identities) / ``val`` (33 identities unseen anywhere else in the pack).
+    CelebA identity labels and the 40 attributes; no teacher labels (identity embedding, landmarks, pose,
+    expression and age are missing). Aligned by the bundled detector on a 2x upscale."""
+
+    def build():
+        rows = _read_csv(root / "celeba_more" / "labels.csv", ["id", "path", "split", "identity"] + list(ATTRIBUTES))
+        images = [_imread(root / "celeba_more" / r["path"]) for r in tqdm(rows, desc="decode celeba_more", leave=False, mininterval=2)]
+        n = len(rows)
+        attrs = np.array([[float(r[a]) for a in ATTRIBUTES] for r in rows], np.float32)
+        targets = {
+            "attributes": {"attrs": attrs, "age": _nan(n), "age_weight": np.zeros(n, np.float32),
+                           "gender": attrs[:, ATTRIBUTES.index("Male")]},
+            "identity": {"embedding": _nan(n, 128), "label": np.array([float(r["identity"]) for r in rows], np.float32)},
+        }
+        kps = _detect_kps(images, "celeba_more", upscale=2)
+        meta = {"split": np.array([r["split"] for r in rows])}
+        return Source("celeba_more", images, kps, targets, ids=[r["id"] for r in rows], meta=meta)
+
+    return _select(_cached("celeba_more", root, build, version=1), split)
 
 
 def load_fer2013(root: Path, split: str) -> Source:
@@ -355,6 +392,7 @@ DATASETS: dict[str, Callable[[Path, str], Source]] = {
     "fer2013": load_fer2013,
     "celebamask_mini": load_celebamask,
     "300w_partial": load_300w,
+    "celeba_more": load_celeba_more,
 }
 
 

@@ -77,6 +77,46 @@ def update_readme(path: str | Path, block: str) -> None:
     path.write_text(text[:a + len(README_START)] + "\n" + block.strip() + "\n" + text[b:])
 
 
+def protocol_of(row: dict[str, Any]) -> str:
+    """The protocol (``PROTOCOLS`` key) a ``results.json`` row came from. Reports written before rows carried
+    ``protocol`` are read by their dataset column (``"300w (HELEN)"`` -> ``300w_partial``)."""
+    from .protocols import DATASETS
+
+    if row.get("protocol"):
+        return str(row["protocol"])
+    first = str(row.get("dataset", "")).split(" ")[0]
+    return next((d for d in DATASETS if d == first or d.startswith(first + "_")), "")
+
+
+def merge_previous(ctx: Context, previous: dict[str, Any], ran: list[str]) -> list[str]:
+    """Complete ``ctx`` with the rows, details and notes of the protocols *not* in ``ran`` from a previous
+    ``results.json`` (``previous``), so re-scoring some protocols keeps the rest of the table. Rows end up
+    in the order of ``DATASETS``. Returns the protocols taken from ``previous``."""
+    from dataclasses import fields
+
+    from .protocols import DATASETS
+
+    names = {f.name for f in fields(Row)}
+    old: dict[str, list[Row]] = {}
+    for r in previous.get("rows", []):
+        d = protocol_of(r)
+        if d and d not in ran:
+            old.setdefault(d, []).append(Row(**{**{k: v for k, v in r.items() if k in names}, "protocol": d}))
+    kept = [d for d in DATASETS if d in old]
+    new = {d: [r for r in ctx.rows if r.protocol == d] for d in DATASETS}
+    other = [r for r in ctx.rows if r.protocol not in DATASETS]
+    ctx.rows = [r for d in DATASETS for r in (new[d] if d in ran else old.get(d, []))] + other
+    details = dict(ctx.details)
+    for k, v in previous.get("details", {}).items():
+        if k.split("/")[0] in kept and k not in details:
+            details[k] = v
+    order = {d: i for i, d in enumerate(DATASETS)}
+    ctx.details.clear()
+    ctx.details.update(sorted(details.items(), key=lambda kv: order.get(kv[0].split("/")[0], len(order))))
+    ctx.notes[:0] = [n for n in previous.get("notes", []) if n.split(":")[0].split(" ")[0] in kept]
+    return kept
+
+
 # ---- plots ----------------------------------------------------------------------------------------
 def _plt():
     import matplotlib
@@ -120,16 +160,16 @@ def plot_confusion(conf: list[list[int]], classes: list[str], title: str, path: 
     plt.close(fig)
 
 
-def plot_roc(d: dict[str, Any], path: Path) -> None:
+def plot_roc(d: dict[str, Any], path: Path, title: str | None = None, min_far: float = 1e-4) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 4))
     for name, r in (("ours", d["ours"]), ("SFace teacher", d.get("teacher_sface"))):
         if r:
-            far = np.maximum(np.array(r["roc_far"]), 1e-4)
+            far = np.maximum(np.array(r["roc_far"]), min_far)
             ax.plot(far, np.array(r["roc_tar"]) * 100, label=f"{name} ({r['acc_mean']:.2f}% 10-fold)")
     ax.set_xscale("log")
-    ax.set(xlabel="false accept rate", ylabel="true accept rate (%)", title=f"LFW ROC ({d['pairs']} pairs)",
-           xlim=(1e-4, 1), ylim=(0, 100))
+    ax.set(xlabel="false accept rate", ylabel="true accept rate (%)", title=title or f"LFW ROC ({d['pairs']} pairs)",
+           xlim=(min_far, 1), ylim=(0, 100))
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -203,6 +243,11 @@ def write_report(ctx: Context, out_dir: Path, meta: dict[str, Any], fa_examples=
     if "lfw/identity" in d:
         plot_roc(d["lfw/identity"], out_dir / "roc_lfw.png")
         plots.append(("ROC, LFW", "roc_lfw.png"))
+    if "celeba_more/identity" in d:
+        c = d["celeba_more/identity"]
+        plot_roc(c, out_dir / "roc_celeba_more.png", min_far=1e-5,
+                 title=f"ROC, unseen CelebA ids ({c['identities']} ids, {c['pairs_all']:,} pairs)")
+        plots.append(("ROC, celeba_more val (unseen identities, all pairs)", "roc_celeba_more.png"))
     if "celebamask_mini/parsing" in d:
         p = d["celebamask_mini/parsing"]
         f1 = {c: v for c, v in p["per_class_f1"].items() if p["present"][c]}
@@ -216,6 +261,8 @@ def write_report(ctx: Context, out_dir: Path, meta: dict[str, Any], fa_examples=
     if fa_examples is not None and ctx.examples:
         example_grid(ctx.examples, fa_examples, out_dir / "examples.png")
         plots.append(("Example overlays (test images)", "examples.png"))
+    elif meta.get("merged_from") and (out_dir / "examples.png").is_file():
+        plots.append(("Example overlays (test images, from the merged report's run)", "examples.png"))
     data = {"meta": meta, "rows": [r.__dict__ for r in ctx.rows], "details": d, "notes": ctx.notes,
             "published": published}
     json_path = json_path or out_dir / "results.json"
@@ -261,4 +308,24 @@ def _details_md(d: dict[str, Any]) -> list[str]:
         out += [f"| {i} | {a:.2f} | {t:.4f} |" for i, (a, t) in enumerate(zip(l["ours"]["fold_acc"], l["ours"]["thresholds"]))]
         out.append(f"\nmean {l['ours']['acc_mean']:.2f} ± {l['ours']['acc_std']:.2f}; detector fallbacks: "
                    f"{l['detector_fallbacks']} of {l['images']} images\n")
+    if "celeba_more/identity" in d:
+        c = d["celeba_more/identity"]
+        t = c.get("teacher_sface") or {}
+        p = c["protocol"]
+        out += ["## Unseen-identity CelebA verification (celeba_more val) folds\n",
+                f"{c['identities']} identities, {c['images']} images; identities per fold {c['identities_per_fold']}; "
+                f"pairs drawn within each fold (seed {p['seed']}); threshold from the other folds.\n",
+                "| fold | identities | genuine | impostor | accuracy (%) | threshold | SFace accuracy (%) |",
+                "|---|---|---|---|---|---|---|"]
+        for i, (a, th) in enumerate(zip(c["ours"]["fold_acc"], c["ours"]["thresholds"])):
+            ta = f"{t['fold_acc'][i]:.2f}" if t else "-"
+            out.append(f"| {i} | {c['identities_per_fold'][i]} | {p['genuine_per_fold'][i]} | "
+                       f"{p['impostor_per_fold'][i]} | {a:.2f} | {th:.4f} | {ta} |")
+        o = c["ours"]
+        out.append(f"\nours: {o['acc_mean']:.2f} ± {o['acc_std']:.2f}; over all {c['genuine_all']:,} genuine / "
+                   f"{c['impostor_all']:,} impostor pairs TAR@FAR=1e-2 {o['tar_at_far_0.01']:.2f} %, TAR@FAR=1e-3 "
+                   f"{o['tar_at_far_0.001']:.2f} %; leave-one-out rank-1 retrieval {o['rank1_retrieval']:.2f} %"
+                   + (f". SFace: {t['acc_mean']:.2f} ± {t['acc_std']:.2f}, TAR@FAR=1e-2 {t['tar_at_far_0.01']:.2f} %, "
+                      f"TAR@FAR=1e-3 {t['tar_at_far_0.001']:.2f} %, rank-1 {t['rank1_retrieval']:.2f} %" if t else "")
+                   + f"; detector fallbacks: {c['detector_fallbacks']} of {c['images']} images\n")
     return out

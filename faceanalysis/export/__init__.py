@@ -24,7 +24,8 @@ EXTENSIONS = {"onnx": "onnx", "tflite": "tflite", "coreml": "mlpackage"}
 RELEASE = (("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "int8"),
            ("coreml", "fp16"))
 INPUT_NAME = "input"
-EXPORT_DIR = Path(__file__).resolve().parents[2] / "weights" / "export"
+#: default output folder of ``faceanalysis export`` (relative to the working directory, never inside the package)
+DEFAULT_OUTPUT = Path("export_out")
 SIDECAR_SUFFIX = ".json"
 PRECISION_NOTES = {
     "fp32": "float32 weights and activations",
@@ -37,13 +38,23 @@ PRECISION_NOTES = {
 }
 
 
+#: what to install for a missing module: runtimes name the light package, toolchains the export extra
+INSTALL_HINTS = {
+    "onnxruntime": "pip install onnxruntime (a dependency of faceanalysis; or pip install 'faceanalysis[onnx]')",
+    "ai_edge_litert": "pip install ai-edge-litert (the TFLite runtime; also in 'faceanalysis[export]')",
+}
+
+
 def require(module: str, what: str) -> Any:
-    """Import an optional toolchain module or raise an actionable error."""
+    """Import an optional module or raise an actionable error naming what to install."""
     try:
         return importlib.import_module(module)
     except ImportError as err:
-        raise FaceAnalysisError(f"{what} needs the optional package providing {module!r} ({err}); install the "
-                                f"export extra: pip install 'faceanalysis[export]' (pins: .ci/constraints.txt)") from err
+        top = module.split(".")[0]
+        hint = INSTALL_HINTS.get(top, "install the export extra: pip install 'faceanalysis[export]' "
+                                      "(CPU torch: see the README's install section)")
+        raise FaceAnalysisError(f"{what} needs the package providing {module!r}, which is not installed ({err}); "
+                                f"{hint}") from err
 
 
 def check_choice(fmt: str, precision: str) -> None:
@@ -82,5 +93,5 @@ def export_artifact(*args: Any, **kwargs: Any) -> Path:
     return run(*args, **kwargs)
 
 
-__all__ = ["FORMATS", "RELEASE", "EXTENSIONS", "export_artifact", "check_choice", "artifact_name", "sidecar_path",
+__all__ = ["FORMATS", "RELEASE", "EXTENSIONS", "DEFAULT_OUTPUT", "export_artifact", "check_choice", "artifact_name", "sidecar_path",
            "read_sidecar", "require"]

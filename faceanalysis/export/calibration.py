@@ -1,9 +1,11 @@
-"""Aligned face crops for calibration (training images or a user folder) and parity (held-out images).
+"""Aligned face crops for calibration (training images or a user folder) and parity (held-out images or a
+user folder).
 
 Every crop goes through the one alignment path of training / inference
 (:func:`faceanalysis.data.batches.make_sample` for data-pack sources, detector +
 :func:`faceanalysis.preprocess.crop_faces` for a folder of photos), then
-:func:`faceanalysis.preprocess.normalise_array`.
+:func:`faceanalysis.preprocess.normalise_array`. The data pack is only a default: with ``--calib-data`` /
+``--check-data`` (folders of the user's own photos) export needs no pack at all.
 """
 from __future__ import annotations
 
@@ -53,20 +55,38 @@ def parity_crops(pre: PreprocessConfig, n: int = 64, seed: int = 1, data_root: s
     return _pack_crops(PARITY_SOURCES, n, pre, seed, data_root, "parity crops")
 
 
-def folder_crops(folder: str | Path, pre: PreprocessConfig, max_faces: int = 500) -> np.ndarray:
-    """Detect and align every face (up to ``max_faces``) in a folder of photos."""
+def pack_root(data_root: str | Path | None, sources: tuple[tuple[str, str], ...]) -> Path | None:
+    """The data pack root when it holds every dataset of ``sources``, else ``None``. A ``data_root`` given
+    explicitly must hold them (raises otherwise); the default location may simply be absent."""
+    from ..data.sources import default_data_root
+
+    root = Path(data_root) if data_root is not None else default_data_root()
+    missing = [name for name, _ in sources if not (root / name).is_dir()]
+    if not missing:
+        return root
+    if data_root is not None:
+        raise FaceAnalysisError(f"--data-root {root} lacks {', '.join(missing)}; give the data pack root, or use "
+                                f"your own photos with --calib-data DIR / --check-data DIR instead")
+    return None
+
+
+def folder_crops(folder: str | Path, pre: PreprocessConfig, max_faces: int = 500, role: str = "calibration",
+                 flag: str = "--calib-data") -> np.ndarray:
+    """Detect and align every face (up to ``max_faces``) in a folder of photos (``role`` / ``flag`` name the
+    folder in messages)."""
     from ..detect import YuNetDetector
     from ..preprocess import crop_faces, load_image
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise FaceAnalysisError(f"calibration folder {folder} does not exist or is not a folder")
+        raise FaceAnalysisError(f"{role} folder {folder} ({flag}) does not exist or is not a folder")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
     if not files:
-        raise FaceAnalysisError(f"calibration folder {folder} contains no images ({', '.join(sorted(IMAGE_EXTS))})")
+        raise FaceAnalysisError(f"{role} folder {folder} ({flag}) contains no images "
+                                f"({', '.join(sorted(IMAGE_EXTS))})")
     det = YuNetDetector()
     crops: list[np.ndarray] = []
-    for path in tqdm(files, desc="calibration faces", unit="img", leave=False):
+    for path in tqdm(files, desc=f"{role} faces", unit="img", leave=False):
         try:
             rgb = load_image(path)
         except FaceAnalysisError:
@@ -78,15 +98,43 @@ def folder_crops(folder: str | Path, pre: PreprocessConfig, max_faces: int = 500
         if len(crops) >= max_faces:
             break
     if not crops:
-        raise FaceAnalysisError(f"calibration folder {folder} has {len(files)} image(s) but no detectable face; "
-                                f"give photos with visible faces (or omit --calib-data to use the training data)")
+        raise FaceAnalysisError(f"{role} folder {folder} ({flag}) has {len(files)} image(s) but no detectable face; "
+                                f"give photos with visible faces")
     return np.stack(crops[:max_faces])
 
 
 def calibration_inputs(pre: PreprocessConfig, calib_data: str | Path | None = None, n: int = 300,
                        data_root: str | Path | None = None) -> np.ndarray:
-    """Normalised calibration inputs ``(n, 3, S, S)`` float32 from ``calib_data`` or the training data."""
+    """Normalised calibration inputs ``(n, 3, S, S)`` float32 from ``calib_data``, else the data pack's
+    training splits; raises when neither is there."""
     from ..preprocess import normalise_array
 
-    crops = folder_crops(calib_data, pre, n) if calib_data is not None else training_crops(pre, n, data_root=data_root)
-    return normalise_array(crops, pre)
+    if calib_data is not None:
+        return normalise_array(folder_crops(calib_data, pre, n), pre)
+    root = pack_root(data_root, CALIB_SOURCES)
+    if root is None:
+        from ..data.sources import default_data_root
+
+        raise FaceAnalysisError(f"int8 calibration needs face photos and no data pack was found at "
+                                f"{default_data_root()}: pass --calib-data DIR (a folder of your own photos with "
+                                f"faces; a few hundred faces work best), or export fp32 / fp16, which need none")
+    return normalise_array(training_crops(pre, n, data_root=root), pre)
+
+
+def check_inputs(pre: PreprocessConfig, check_data: str | Path | None = None, n: int = 64,
+                 data_root: str | Path | None = None) -> tuple[np.ndarray | None, str]:
+    """Normalised parity-check inputs and where they came from: up to ``n`` faces of ``check_data``, else held-out
+    faces of the data pack's test splits, else ``(None, why)`` when neither is there (parity is not measured)."""
+    from ..preprocess import normalise_array
+
+    if check_data is not None:
+        crops = folder_crops(check_data, pre, n, role="check", flag="--check-data")
+        return normalise_array(crops, pre), f"{len(crops)} faces from {Path(check_data).name}/ (--check-data)"
+    root = pack_root(data_root, PARITY_SOURCES)
+    if root is None:
+        from ..data.sources import default_data_root
+
+        return None, (f"not measured: no --check-data folder and no data pack at {default_data_root()}; "
+                      f"re-run with --check-data DIR (photos with faces) to measure it")
+    return (normalise_array(parity_crops(pre, n, data_root=root), pre),
+            "held-out test splits (celebamask_mini, utkface, celeba_attr test)")

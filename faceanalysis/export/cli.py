@@ -5,7 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
-from . import FORMATS, RELEASE, check_choice, sidecar_path
+from . import DEFAULT_OUTPUT, FORMATS, RELEASE, check_choice, sidecar_path
+from .._argparse import HelpFormatter
 from ..errors import FaceAnalysisError, run_command
 
 DEFAULT_PRECISION = {"onnx": "int8", "tflite": "int8", "coreml": "fp16"}
@@ -13,27 +14,41 @@ DEFAULT_PRECISION = {"onnx": "int8", "tflite": "int8", "coreml": "fp16"}
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="faceanalysis export",
+        prog="faceanalysis export", formatter_class=HelpFormatter,
         description="Export the model to ONNX / TFLite / CoreML. Every artifact gets a JSON sidecar "
                     "(<artifact>.json) with its input normalisation, outputs, class names, source-weights hash "
-                    "and parity numbers measured against PyTorch on held-out faces.",
+                    "and parity numbers measured against PyTorch. Needs the export extra "
+                    "(pip install 'faceanalysis[export]'). Calibration (int8) and the parity check read the data "
+                    "pack when it is there, or your own photos (--calib-data / --check-data).",
         epilog="precisions: " + "; ".join(f"{f}: {', '.join(p)}" for f, p in FORMATS.items())
-               + ". Example: faceanalysis export --format onnx --precision int8 -o weights/export")
-    p.add_argument("--format", help="onnx, tflite or coreml (comma-separated for several)")
+               + ". Examples: faceanalysis export --format onnx --precision fp32 -o my_export;  faceanalysis export "
+                 "--format onnx --precision int8 --calib-data my_photos/ --check-data other_photos/ -o my_export")
+    p.add_argument("--format", help="onnx, tflite or coreml (comma-separated for several); required unless --all")
     p.add_argument("--precision", help="fp32, fp16, int8, ... (comma-separated; default: onnx/tflite int8, "
                                        "coreml fp16)")
     p.add_argument("--all", action="store_true",
                    help="the six release artifacts: onnx fp32/fp16/int8, tflite fp32/int8, coreml fp16")
     p.add_argument("--weights", help="safetensors weights (default: the shipped weights)")
-    p.add_argument("--calib-data", help="folder of face photos for int8 calibration (faces are detected and "
-                                        "aligned); default: a few hundred training images from the data pack")
-    p.add_argument("--calib-n", type=int, default=300, help="calibration faces (default 300)")
-    p.add_argument("--parity-n", type=int, default=64, help="held-out faces for the parity check (default 64)")
-    p.add_argument("--data-root", help="data pack root (default ../shared/data or $FACEANALYSIS_DATA)")
+    p.add_argument("--calib-data", metavar="DIR",
+                   help="folder of your own face photos for int8 calibration (faces are detected and aligned); "
+                        "default: training images of the data pack, when it is there")
+    p.add_argument("--calib-n", type=int, default=300, help="calibration faces")
+    p.add_argument("--check-data", metavar="DIR",
+                   help="folder of your own face photos for the parity check (use photos that are not in "
+                        "--calib-data); default: held-out test images of the data pack, when it is there; "
+                        "without either, parity is not measured")
+    p.add_argument("--parity-n", type=int, default=64, help="faces used for the parity check")
+    p.add_argument("--data-root", help="data pack root (default: $FACEANALYSIS_DATA or ../shared/data, used "
+                                       "only when present)")
     p.add_argument("--overwrite", action="store_true", help="replace artifacts that already exist (refused otherwise)")
-    p.add_argument("--check", action="store_true", help="fail (exit 1) when an artifact misses its parity floors")
-    p.add_argument("-o", "--output", help="output folder, or a file path with the format's extension "
-                                          "(default weights/export)")
+    check = p.add_mutually_exclusive_group()
+    check.add_argument("--check", action="store_true",
+                       help="fail when an artifact misses its parity floors (exit 1) or parity cannot be measured "
+                            "(exit 2, before exporting)")
+    check.add_argument("--no-check", action="store_true",
+                       help="skip the parity check (no check photos needed; the sidecar says it was not measured)")
+    p.add_argument("-o", "--output", default=str(DEFAULT_OUTPUT),
+                   help="output folder, or a file path with the format's extension")
     return p
 
 
@@ -70,6 +85,13 @@ def _run(args: argparse.Namespace) -> int:
         raise FaceAnalysisError("--calib-n and --parity-n must be >= 1")
     if args.calib_data is not None and not Path(args.calib_data).is_dir():
         raise FaceAnalysisError(f"--calib-data {args.calib_data} is not a folder; give a folder of face photos")
+    if args.check_data is not None and not Path(args.check_data).is_dir():
+        raise FaceAnalysisError(f"--check-data {args.check_data} is not a folder; give a folder of face photos")
+    if args.no_check and args.check_data is not None:
+        raise FaceAnalysisError("--no-check skips the parity check: do not combine it with --check-data")
+    if args.calib_data and args.check_data and Path(args.calib_data).resolve() == Path(args.check_data).resolve():
+        print("warning: --check-data is the --calib-data folder: parity on calibration photos reads better than "
+              "on unseen ones; give a second folder for an honest check", flush=True)
     if not args.overwrite:
         from ..weights import DEFAULT_WEIGHTS
         from .pipeline import resolve_output
@@ -83,7 +105,8 @@ def _run(args: argparse.Namespace) -> int:
     for fmt, prec in jobs:
         print(f"exporting {fmt} {prec} ...", flush=True)
         path = export_artifact(fmt, prec, args.weights, args.output, args.calib_data, args.calib_n, args.parity_n,
-                               args.data_root, calib=shared.get("calib"), parity_x=shared.get("parity"))
+                               args.data_root, calib=shared.get("calib"), parity_x=shared.get("parity"),
+                               measure_parity=not args.no_check, parity_source=shared.get("parity_source"))
         side = json.loads(sidecar_path(path).read_text())
         from .parity import format_metrics
 
@@ -98,17 +121,20 @@ def _run(args: argparse.Namespace) -> int:
 
 def _shared_inputs(args: argparse.Namespace, jobs: list[tuple[str, str]]) -> dict:
     """Calibration / parity crops computed once for all artifacts of this command."""
-    from ..preprocess import normalise_array
     from ..weights import DEFAULT_WEIGHTS, read_config
-    from .calibration import calibration_inputs, parity_crops
+    from .calibration import calibration_inputs, check_inputs
 
     cfg = read_config(args.weights or DEFAULT_WEIGHTS)
-    out = {}
+    out: dict = {}
     if any(p.startswith("int8") and p != "int8-dynamic" and f != "coreml" for f, p in jobs):
         out["calib"] = calibration_inputs(cfg.preprocess, args.calib_data, args.calib_n, args.data_root)
-    if any(f != "coreml" for f, _ in jobs):
-        out["parity"] = normalise_array(parity_crops(cfg.preprocess, args.parity_n, data_root=args.data_root),
-                                        cfg.preprocess)
+    if not args.no_check and any(f != "coreml" for f, _ in jobs):
+        out["parity"], out["parity_source"] = check_inputs(cfg.preprocess, args.check_data, args.parity_n,
+                                                           args.data_root)
+        if out["parity"] is None:
+            if args.check:
+                raise FaceAnalysisError(f"--check: parity {out['parity_source']}")
+            print(f"warning: parity {out['parity_source']}", flush=True)
     return out
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from . import (EXPORT_DIR, EXTENSIONS, INPUT_NAME, PRECISION_NOTES, artifact_name, check_choice, sidecar_path)
+from . import (DEFAULT_OUTPUT, EXTENSIONS, INPUT_NAME, PRECISION_NOTES, artifact_name, check_choice, sidecar_path)
 from ..config import FaceAnalysisConfig
 from ..errors import FaceAnalysisError
 
@@ -18,9 +18,10 @@ CONFIG_KEY = "faceanalysis_config"
 
 
 def resolve_output(out: str | Path | None, weights: Path, fmt: str, precision: str) -> Path:
-    """``out`` may be a file with the format's extension or a folder (default ``weights/export``)."""
+    """``out`` may be a file with the format's extension or a folder (default ``export_out`` in the working
+    directory)."""
     ext = "." + EXTENSIONS[fmt]
-    out = Path(out) if out is not None else EXPORT_DIR
+    out = Path(out) if out is not None else DEFAULT_OUTPUT
     path = out if out.suffix == ext else out / artifact_name(weights, fmt, precision)
     if out.suffix and out.suffix != ext and out.suffix in {".onnx", ".tflite", ".mlpackage"}:
         raise FaceAnalysisError(f"output {out} has the wrong extension for {fmt}; use {ext} or give a folder")
@@ -96,20 +97,25 @@ def _versions(fmt: str) -> dict[str, str]:
 def export_artifact(fmt: str, precision: str, weights: str | Path | None = None, out: str | Path | None = None,
                     calib_data: str | Path | None = None, calib_n: int = 300, parity_n: int = 64,
                     data_root: str | Path | None = None, calib: np.ndarray | None = None,
-                    parity_x: np.ndarray | None = None, check: bool = False) -> Path:
+                    parity_x: np.ndarray | None = None, check: bool = False, check_data: str | Path | None = None,
+                    measure_parity: bool = True, parity_source: str | None = None) -> Path:
     """Export one artifact and write its sidecar; returns the artifact path.
 
-    ``calib`` / ``parity_x`` (normalised crops) override the data-pack defaults (used by tests and to
-    share crops between artifacts). With ``check``, parity floors that are missed raise.
+    Calibration (int8) uses ``calib_data`` (a folder of face photos) or else the data pack's training splits;
+    the parity check uses ``check_data`` (a folder of face photos) or else the pack's held-out test splits,
+    and is skipped (noted in the sidecar) when neither is there or ``measure_parity`` is False.
+    ``calib`` / ``parity_x`` (normalised crops, described by ``parity_source``) override both (used by tests
+    and to share crops between artifacts). With ``check``, parity floors that are missed raise.
     """
     from ..weights import DEFAULT_WEIGHTS, file_sha256, load_model
-    from .calibration import calibration_inputs, parity_crops
-    from ..preprocess import normalise_array
+    from .calibration import calibration_inputs, check_inputs
 
     check_choice(fmt, precision)
     weights = Path(weights) if weights is not None else DEFAULT_WEIGHTS
     if calib_data is not None and not Path(calib_data).exists():
         raise FaceAnalysisError(f"calibration data {calib_data} does not exist; give a folder of face photos")
+    if check_data is not None and not Path(check_data).is_dir():
+        raise FaceAnalysisError(f"check data {check_data} is not a folder; give a folder of face photos")
     needs_calib = precision in ("int8", "int8-full") and fmt in ("onnx", "tflite")
     if calib_data is not None and not needs_calib:
         print(f"note: --calib-data is not used for {fmt} {precision}")
@@ -121,8 +127,8 @@ def export_artifact(fmt: str, precision: str, weights: str | Path | None = None,
     if needs_calib and calib is None:
         calib = calibration_inputs(cfg.preprocess, calib_data, calib_n, data_root)
     if needs_calib:
-        calib_info = {"images": int(len(calib)), "source": str(calib_data) if calib_data else
-                      "data pack training splits: utkface train, celeba_attr train, fer2013 Training"}
+        calib_info = {"images": int(len(calib)), "source": Path(calib_data).name + "/ (--calib-data)" if calib_data
+                      else "data pack training splits: utkface train, celeba_attr train, fer2013 Training"}
     t0 = time.time()
     tmp = Path(tempfile.mkdtemp(prefix="fa-export-"))
     try:
@@ -165,19 +171,27 @@ def export_artifact(fmt: str, precision: str, weights: str | Path | None = None,
     if fmt == "coreml":
         side["parity"] = {"measured": False, "note": "CoreML prediction needs macOS: run "
                           "python export/check_coreml_macos.py " + path.name + " on a Mac"}
+    elif not measure_parity:
+        side["parity"] = {"measured": False, "note": "not measured (--no-check)"}
     else:
         if parity_x is None:
-            parity_x = normalise_array(parity_crops(cfg.preprocess, parity_n, data_root=data_root), cfg.preprocess)
-        side["parity"] = measure(path, fmt, model, parity_x, precision, meta_cfg=cfg)
+            parity_x, parity_source = check_inputs(cfg.preprocess, check_data, parity_n, data_root)
+        if parity_x is None:
+            side["parity"] = {"measured": False, "note": parity_source}
+        else:
+            side["parity"] = measure(path, fmt, model, parity_x, precision, meta_cfg=cfg,
+                                     images=parity_source or f"{len(parity_x)} given crops")
     sidecar_path(path).write_text(json.dumps(side, indent=1))
+    if check and fmt != "coreml" and not side["parity"].get("measured"):
+        raise FaceAnalysisError(f"{path.name}: parity could not be checked ({side['parity']['note']})")
     if check and side["parity"].get("failures"):
         raise FaceAnalysisError(f"{path.name} misses the {precision} parity floors: "
                                 + "; ".join(side["parity"]["failures"]))
     return path
 
 
-def measure(path: Path, fmt: str, model, x: np.ndarray, precision: str, meta_cfg: FaceAnalysisConfig | None = None
-            ) -> dict[str, Any]:
+def measure(path: Path, fmt: str, model, x: np.ndarray, precision: str, meta_cfg: FaceAnalysisConfig | None = None,
+            images: str = "held-out test splits (celebamask_mini, utkface, celeba_attr test)") -> dict[str, Any]:
     """Parity metrics of an artifact against ``model`` on normalised crops ``x``."""
     from . import parity
     from .runners import load_runner
@@ -186,7 +200,7 @@ def measure(path: Path, fmt: str, model, x: np.ndarray, precision: str, meta_cfg
     ref = parity.torch_reference(model, x)
     out = parity.run_batched(runner, x, 16)
     m = parity.compare(ref, out)
-    return {"measured": True, "images": "held-out test splits (celebamask_mini, utkface, celeba_attr test)",
+    return {"measured": True, "images": images,
             "metrics": m, "floors": {k: list(v) for k, v in parity.floors_for(precision).items()},
             "failures": parity.failures(m, precision)}
 

@@ -1,7 +1,8 @@
 """Runners for exported artifacts: same contract as :class:`faceanalysis.runtime.TorchRunner`.
 
 ``__call__(x)`` takes normalised crops ``(N, 3, S, S)`` float32 and returns ``{output name: array}``.
-The config comes from the artifact (ONNX metadata_props) or its JSON sidecar.
+The config comes from the artifact (ONNX metadata_props) or its JSON sidecar. Running an ONNX model needs
+only onnxruntime (no torch, no onnx package).
 """
 from __future__ import annotations
 
@@ -11,25 +12,30 @@ from pathlib import Path
 
 import numpy as np
 
-from . import EXPORT_DIR, INPUT_NAME, read_sidecar, require
+from . import INPUT_NAME, read_sidecar, require
 from ..config import FaceAnalysisConfig
-from ..errors import FaceAnalysisError
+from ..errors import FaceAnalysisError, option
+from ..weights import ASSETS, DEFAULT_STEM
 
 CONFIG_KEY = "faceanalysis_config"
-#: default artifacts per backend, most preferred first
-DEFAULTS = {"onnx": ("int8", "fp32", "fp16"), "tflite": ("int8", "fp32")}
-DEFAULT_STEM = "faceanalysis_s128"
+CPU_API, CUDA_API = "device='cpu'", "device='cuda'"
+#: precisions looked for in the package's assets per backend, most preferred first (the wheel ships the
+#: fp32 ONNX model: exact parity with torch and faster than int8 on x86)
+DEFAULTS = {"onnx": ("fp32", "int8", "fp16"), "tflite": ("int8", "fp32")}
 
 
-def default_artifact(backend: str) -> Path:
-    """The artifact exported from the shipped weights (``weights/export/...``), preferring int8."""
+def default_artifact(backend: str, folder: Path | None = None) -> Path:
+    """The shipped artifact of ``backend`` exported from the shipped weights (``faceanalysis/assets/``)."""
+    folder = ASSETS if folder is None else folder
     for p in DEFAULTS[backend]:
-        path = EXPORT_DIR / f"{DEFAULT_STEM}.{p}.{backend}"
+        path = folder / f"{DEFAULT_STEM}.{p}.{backend}"
         if path.is_file():
             return path
+    weights = option(f"weights='my_export/{DEFAULT_STEM}.int8.{backend}'",
+                     f"--weights my_export/{DEFAULT_STEM}.int8.{backend}")
     raise FaceAnalysisError(
-        f"no exported {backend} model found in {EXPORT_DIR}; create one with: faceanalysis export --format {backend} "
-        f"--precision int8 -o {EXPORT_DIR}  (or pass weights=<path to a .{backend} file>)")
+        f"no {backend} model ships with this install (looked in {folder}); export one with: faceanalysis export "
+        f"--format {backend} --precision int8 -o my_export, then pass {weights}")
 
 
 def _config_from(path: Path, meta: dict[str, str] | None = None) -> FaceAnalysisConfig:
@@ -71,14 +77,8 @@ class OnnxRunner:
     def __init__(self, path: str | Path, device: str = "cpu", tasks: list[str] | None = None,
                  threads: int | None = None, config: FaceAnalysisConfig | None = None) -> None:
         ort = require("onnxruntime", "the onnx backend")
-        from .onnx_export import read_metadata
 
         self.path = _check_path(path, ".onnx")
-        try:
-            meta = read_metadata(self.path)
-        except Exception as err:  # onnx raises its own DecodeError types
-            raise FaceAnalysisError(f"{self.path} is not a readable ONNX model ({err}); re-export it") from err
-        self.config = config or _config_from(self.path, meta)
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
@@ -87,11 +87,17 @@ class OnnxRunner:
         if device.startswith("cuda"):
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise FaceAnalysisError("device 'cuda' requested but onnxruntime has no CUDA provider; "
-                                        "install onnxruntime-gpu or use device='cpu'")
+                                        f"install onnxruntime-gpu or use {option(CPU_API, '--device cpu')}")
             providers.insert(0, "CUDAExecutionProvider")
         elif device != "cpu":
-            raise FaceAnalysisError(f"unknown device {device!r} for the onnx backend; use 'cpu' or 'cuda'")
-        self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
+            raise FaceAnalysisError(f"unknown device {device!r} for the onnx backend; use "
+                                    f"{option(CPU_API, '--device cpu')} or {option(CUDA_API, '--device cuda')}")
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
+            meta = dict(self.session.get_modelmeta().custom_metadata_map)
+        except Exception as err:  # onnxruntime raises its own Fail / InvalidGraph types
+            raise FaceAnalysisError(f"{self.path} is not a readable ONNX model ({err}); re-export it") from err
+        self.config = config or _config_from(self.path, meta)
         names = [o.name for o in self.session.get_outputs()]
         self.output_names = _select(names, tasks)
 
@@ -110,7 +116,8 @@ class TFLiteRunner:
         from .tflite_export import SIGNATURE
 
         if device != "cpu":
-            raise FaceAnalysisError(f"the tflite backend runs on 'cpu' only (got {device!r})")
+            raise FaceAnalysisError(f"the tflite backend runs on the CPU only (got {device!r}); use "
+                                    f"{option(CPU_API, '--device cpu')}")
         self.path = _check_path(path, ".tflite")
         self.config = config or _config_from(self.path)
         try:
@@ -164,6 +171,7 @@ def make(backend: str, weights: str | Path | None, device: str, tasks: list[str]
     """Entry point of :func:`faceanalysis.runtime.make_runner` for 'onnx' / 'tflite'."""
     if weights is not None and Path(weights).suffix == ".safetensors":
         raise FaceAnalysisError(f"backend {backend!r} runs an exported model, not {weights}; export it first: "
-                                f"faceanalysis export --format {backend} --precision int8 --weights {weights} -o OUT")
+                                f"faceanalysis export --format {backend} --precision int8 --weights {weights} "
+                                f"-o my_export")
     path = default_artifact(backend) if weights is None else Path(weights)
     return load_runner(backend, path, device, tasks)

@@ -1,11 +1,9 @@
 """40 CelebA attributes (probabilities), age in years and gender as P(male), from one token."""
 from __future__ import annotations
 
-import cv2
 import numpy as np
-import torch
-from torch.nn import functional as F
 
+from .._lazy import F, torch  # torch on first use (losses); post-processing is numpy
 from ..config import ModelConfig
 from .base import Task, VectorHead, masked_mean
 
@@ -95,26 +93,12 @@ class AttributesTask(Task):
             "gender": float(np.squeeze(out["gender"])),
         }
 
-    def draw(self, canvas, face):
+    def labels(self, face, style=None):
+        """Gender and age, then up to three attributes above 0.5 (most likely first), right of the face."""
+        from ..draw import Label
+
         if face.age is None:
-            return
-        x0, y0, x1, y1 = (int(v) for v in face.bbox)
-        top = sorted(((p, n) for n, p in face.attributes.items() if n != "Male" and p > 0.5), reverse=True)[:3]
-        lines = [f"{'M' if face.gender >= 0.5 else 'F'} {face.age:.0f}y"] + [n.replace("_", " ") for _, n in top]
-        put_lines(canvas, lines, (x1 + 4, y0 + 4))
-
-
-def put_lines(canvas: np.ndarray, lines: list[str], origin: tuple[int, int], colour=(255, 255, 255)) -> None:
-    """Small labelled text block with a dark backing, clipped to the canvas."""
-    scale = max(0.4, max(canvas.shape[:2]) / 1400)
-    thick = max(1, round(scale * 1.5))
-    h = int(22 * scale) + 2
-    x, y = origin
-    w_max = max(cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0][0] for t in lines) if lines else 0
-    x = min(x, canvas.shape[1] - w_max - 2) if w_max < canvas.shape[1] else 0
-    for i, text in enumerate(lines):
-        yy = y + (i + 1) * h
-        if yy >= canvas.shape[0]:
-            break
-        cv2.putText(canvas, text, (x, yy), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
-        cv2.putText(canvas, text, (x, yy), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thick, cv2.LINE_AA)
+            return []
+        top = sorted(((p, n) for n, p in (face.attributes or {}).items() if n != "Male" and p > 0.5), reverse=True)[:3]
+        first = f"{face.age:.0f}y" if face.gender is None else f"{'M' if face.gender >= 0.5 else 'F'} {face.age:.0f}y"
+        return [Label([first] + [n.replace("_", " ") for _, n in top], side="right")]

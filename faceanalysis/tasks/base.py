@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
-from torch import nn
 
+from .._lazy import torch  # imported on first use: the ONNX runtime needs no torch
 from ..config import ModelConfig, PreprocessConfig
 
 
@@ -44,10 +43,10 @@ class Task:
     #: exported output name -> (shape after batch, meaning)
     outputs: ClassVar[dict[str, tuple[str, str]]] = {}
 
-    def build_head(self, cfg: ModelConfig) -> nn.Module:
+    def build_head(self, cfg: ModelConfig) -> torch.nn.Module:
         raise NotImplementedError
 
-    def head_forward(self, head: nn.Module, x: HeadInputs) -> dict[str, torch.Tensor]:
+    def head_forward(self, head: torch.nn.Module, x: HeadInputs) -> dict[str, torch.Tensor]:
         """Run this task's head; returns raw outputs by name."""
         return {self.name: head(x)}
 
@@ -84,8 +83,14 @@ class Task:
         """One face's outputs (crop frame) -> :class:`~faceanalysis.Face` fields (image frame)."""
         raise NotImplementedError
 
-    def draw(self, canvas: np.ndarray, face: Any) -> None:
-        """Draw this task's result for ``face`` onto ``canvas`` (RGB uint8, in place)."""
+    def draw(self, canvas: np.ndarray, face: Any, style: Any = None) -> None:
+        """Draw this task's markers for ``face`` onto ``canvas`` (RGB uint8, in place), sized by ``style``
+        (a :class:`faceanalysis.draw.Style`, from the face's size when ``None``). Text goes in :meth:`labels`."""
+
+    def labels(self, face: Any, style: Any = None) -> list:
+        """Text blocks (:class:`faceanalysis.draw.Label`) to show next to ``face``; :func:`faceanalysis.draw.draw`
+        lays them out (inside the image, off other faces) and renders them."""
+        return []
 
 
 def finite_rows(x: torch.Tensor) -> torch.Tensor:
@@ -93,38 +98,19 @@ def finite_rows(x: torch.Tensor) -> torch.Tensor:
     return torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
 
 
-class MapHead(nn.Module):
-    """Spatial maps from tokens: each token's MLP output (a hypernetwork vector) dotted with the pixel
-    features, as in segment-anything's mask decoder. Used by parsing (one map per class) and landmarks
-    (one heatmap per point)."""
+def MapHead(dim: int, pixel_dim: int) -> "torch.nn.Module":  # noqa: N802 - stands for the class
+    """:class:`faceanalysis.tasks.heads.MapHead` (spatial maps: token vectors dotted with pixel features);
+    torch is imported here, on first use, not when the tasks are imported."""
+    from .heads import MapHead as cls
 
-    def __init__(self, dim: int, pixel_dim: int) -> None:
-        super().__init__()
-        from ..model.common import MLP
-
-        self.hyper = MLP(dim, dim, pixel_dim, num_layers=3)
-
-    def forward(self, x: HeadInputs) -> torch.Tensor:
-        w = self.hyper(x.tokens)  # (B, K, C)
-        b, c, h, wd = x.pixels.shape
-        return (w @ x.pixels.reshape(b, c, h * wd)).reshape(b, -1, h, wd)
+    return cls(dim, pixel_dim)
 
 
-class VectorHead(nn.Module):
-    """A vector from a task's single token (optionally with mean-pooled face tokens)."""
+def VectorHead(dim: int, out_dim: int, pool_image: bool = False) -> "torch.nn.Module":  # noqa: N802
+    """:class:`faceanalysis.tasks.heads.VectorHead` (an MLP on the task's token); torch imported on first use."""
+    from .heads import VectorHead as cls
 
-    def __init__(self, dim: int, out_dim: int, pool_image: bool = False) -> None:
-        super().__init__()
-        from ..model.common import MLP
-
-        self.pool_image = pool_image
-        self.mlp = MLP(dim * (2 if pool_image else 1), dim * 2, out_dim)
-
-    def forward(self, x: HeadInputs) -> torch.Tensor:
-        t = x.tokens[:, 0]
-        if self.pool_image:
-            t = torch.cat([t, x.image.mean(1)], dim=1)
-        return self.mlp(t)
+    return cls(dim, out_dim, pool_image)
 
 
 def masked_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import ModelConfig
-from .attributes import put_lines
 from .base import Task, VectorHead, finite_rows, masked_mean
 
 CLASSES = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear")
@@ -42,30 +41,11 @@ class ExpressionTask(Task):
         return {"expression": CLASSES[int(probs.argmax())],
                 "expression_probs": {c: float(p) for c, p in zip(CLASSES, probs)}}
 
-    def draw(self, canvas, face):
+    def labels(self, face, style=None):
+        """The most likely expression with its probability and a bar filled to it, above the face."""
+        from ..draw import Label
+
         if face.expression is None:
-            return
-        x0, y0, x1, y1 = (int(v) for v in face.bbox)
+            return []
         p = face.expression_probs[face.expression]
-        text = f"{face.expression} {p:.0%}"
-        put_lines(canvas, [text], (x0, max(0, y0 - 30)), colour=(255, 230, 0))
-        _prob_bar(canvas, text, p, (x0, max(0, y0 - 30)))
-
-
-def _prob_bar(canvas: np.ndarray, text: str, p: float, origin: tuple[int, int]) -> None:
-    """A small bar (filled to ``p``) right of the label that :func:`put_lines` drew at ``origin``."""
-    import cv2
-
-    scale = max(0.4, max(canvas.shape[:2]) / 1400)  # same text metrics as put_lines
-    thick = max(1, round(scale * 1.5))
-    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-    x = min(origin[0], canvas.shape[1] - tw - 2) if tw < canvas.shape[1] else 0
-    baseline = origin[1] + int(22 * scale) + 2
-    bw, bh = int(60 * scale) + 8, max(4, th - 2)
-    bx0, by0 = x + tw + 6, baseline - th + (th - bh) // 2
-    if bx0 + bw >= canvas.shape[1] or by0 < 0 or baseline >= canvas.shape[0]:
-        return
-    cv2.rectangle(canvas, (bx0, by0), (bx0 + bw, by0 + bh), (0, 0, 0), -1)
-    cv2.rectangle(canvas, (bx0 + 1, by0 + 1), (bx0 + 1 + int(round((bw - 2) * float(p))), by0 + bh - 1),
-                  (255, 230, 0), -1)
-    cv2.rectangle(canvas, (bx0, by0), (bx0 + bw, by0 + bh), (255, 230, 0), 1)
+        return [Label([f"{face.expression} {p:.0%}"], colour=(255, 230, 0), side="top", bar=p)]

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import torch
 
 from .. import align
+from .._lazy import torch  # torch on first use (head, loss); post-processing is numpy
 from ..config import ModelConfig
 from .base import Geometry, HeadInputs, MapHead, Task, finite_rows, masked_mean
 
@@ -84,12 +84,30 @@ class LandmarksTask(Task):
     def to_face(self, out, matrix, image_shape, pre):
         return {"landmarks": align.transform_points(out["landmarks"], align.invert(matrix))}
 
-    def draw(self, canvas, face):
+    def draw(self, canvas, face, style=None):
+        """Contours (translucent on small faces) and one dot per point, sized by the face."""
+        from ..draw import SUBPIXEL, face_style
+
         if face.landmarks is None:
             return
-        scale = max(1, round(max(canvas.shape[:2]) / 600))
-        pts = np.round(face.landmarks).astype(np.int32)
+        style = style or face_style(face)
+        h, w = canvas.shape[:2]
+        # work on the points' neighbourhood only (the contour layer is blended in)
+        m = style.line + int(np.ceil(style.point_radius)) + 2
+        lo = np.floor(np.nanmin(face.landmarks, 0)).astype(int) - m
+        hi = np.ceil(np.nanmax(face.landmarks, 0)).astype(int) + m + 1
+        x0, y0, x1, y1 = max(lo[0], 0), max(lo[1], 0), min(hi[0], w), min(hi[1], h)
+        if x1 <= x0 or y1 <= y0:
+            return
+        roi = canvas[y0:y1, x0:x1]
+        shift = int(np.log2(SUBPIXEL))
+        pts = np.round((np.asarray(face.landmarks, np.float64) - (x0, y0)) * SUBPIXEL).astype(np.int32)
+        lines = roi.copy()
         for idx in CONTOURS:
-            cv2.polylines(canvas, [pts[list(idx)]], False, (0, 255, 128), scale, cv2.LINE_AA)
+            cv2.polylines(lines, [pts[list(idx)]], False, (0, 255, 128), style.line, cv2.LINE_AA, shift)
+        # a 1 px line is heavy next to the points of a small face: fade it with the face size
+        a = float(np.clip(style.size / 200.0, 0.45, 1.0))
+        roi[:] = cv2.addWeighted(lines, a, roi, 1.0 - a, 0.0)
+        r = int(round(style.point_radius * SUBPIXEL))
         for p in pts:
-            cv2.circle(canvas, tuple(int(v) for v in p), scale + 1, (255, 255, 255), -1, cv2.LINE_AA)
+            cv2.circle(roi, (int(p[0]), int(p[1])), r, (255, 255, 255), -1, cv2.LINE_AA, shift)

@@ -7,10 +7,9 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
-from torch.nn import functional as F
 
 from .. import align
+from .._lazy import F, torch  # torch on first use (losses); post-processing is numpy
 from ..config import ModelConfig, PreprocessConfig
 from .base import Geometry, HeadInputs, MapHead, Task
 
@@ -24,11 +23,18 @@ IGNORE = 255
 #: longest side (pixels) at which a face's mask is labelled; larger faces are labelled at this size and
 #: upscaled (the logits are 64x64 per face, so finer grids add no detail, only time)
 MAX_MASK_SIDE = 512
+#: drawing: opacity of the class colours, and the width of their fade toward the crop border (fraction of
+#: the crop side)
+DRAW_ALPHA = 0.45
+FEATHER = 0.12
 # colours for drawing (RGB), background transparent
 PALETTE = np.array(
     [[0, 0, 0], [255, 204, 153], [255, 128, 0], [128, 128, 128], [0, 128, 255], [0, 200, 255], [128, 64, 0],
      [180, 90, 20], [255, 0, 128], [255, 80, 160], [200, 0, 0], [255, 60, 60], [255, 100, 100], [90, 50, 20],
      [0, 160, 0], [255, 255, 0], [255, 0, 255], [255, 230, 200], [0, 0, 200]], dtype=np.uint8)
+
+_DRAW_LUT = np.concatenate([PALETTE * DRAW_ALPHA, np.full((len(PALETTE), 1), DRAW_ALPHA)], 1).astype(np.float32)
+_DRAW_LUT[0] = 0
 
 
 @dataclass
@@ -191,11 +197,56 @@ class ParsingTask(Task):
             region = _argmax_warp(padded, shifted, (w_r, h_r))
         return {"parsing": ParsingMask(region, (int(x0), int(y0), int(x1), int(y1)))}
 
-    def draw(self, canvas, face):
+    def draw(self, canvas, face, style=None):
+        """Translucent class colours (background left alone) with soft class edges, fading out toward the
+        border of the face's crop so the crop's straight edges never show."""
+        from ..draw import face_style
+
         pm = face.parsing
         if pm is None or pm.mask.size == 0:
             return
+        style = style or face_style(face)
         x0, y0, x1, y1 = pm.box
+        w, h = x1 - x0, y1 - y0
+        # work on a grid of at most MAX_MASK_SIDE px (big faces' masks are upscaled from one anyway), then
+        # upsample the colour layer bilinearly: bounded cost and no blocky edges
+        f = min(1.0, MAX_MASK_SIDE / max(w, h))
+        gw, gh = max(1, round(w * f)), max(1, round(h * f))
+        grid_to_region = np.array([[w / gw, 0, 0.5 * w / gw - 0.5], [0, h / gh, 0.5 * h / gh - 0.5]])
+        mask = pm.mask if f == 1.0 else cv2.resize(pm.mask, (gw, gh), interpolation=cv2.INTER_NEAREST)
+        layer = _DRAW_LUT[mask]  # premultiplied colour + opacity, background transparent
+        fade = crop_fade(face.crop_matrix, face.keypoints5, (x0, y0), (gw, gh), grid_to_region)
+        if fade is not None:
+            layer *= fade[..., None]
+        layer = cv2.GaussianBlur(layer, (0, 0), max(0.6, style.size * f / 250.0))  # soft class edges
+        alpha = np.ascontiguousarray(layer[..., 3])
+        colour = (layer[..., :3] * (1.0 / np.maximum(alpha, 1e-6))[..., None] + 0.5).clip(0, 255).astype(np.uint8)
+        if f < 1.0:
+            colour = cv2.resize(colour, (w, h), interpolation=cv2.INTER_LINEAR)
+            alpha = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR)
         region = canvas[y0:y1, x0:x1]
-        fg = pm.mask > 0
-        region[fg] = (0.55 * region[fg] + 0.45 * PALETTE[pm.mask[fg]]).astype(np.uint8)
+        region[:] = cv2.blendLinear(np.ascontiguousarray(region), colour, 1.0 - alpha, alpha)
+
+
+def crop_fade(matrix: np.ndarray, keypoints5: np.ndarray, origin: tuple[int, int], size: tuple[int, int],
+              grid_to_region: np.ndarray | None = None, feather: float = FEATHER) -> np.ndarray | None:
+    """Weights ``(H, W)`` = ``size[::-1]`` over an image region whose top-left pixel is ``origin``: 1 well
+    inside the face's aligned crop, easing to 0 at the crop's border over ``feather`` x the crop side (0
+    outside the crop). ``grid_to_region`` maps the output grid to region pixels when it is coarser. The
+    crop side is read from how ``matrix`` maps ``keypoints5`` onto the alignment template; ``None`` when
+    that fails."""
+    m = np.asarray(matrix, np.float64)
+    t = np.asarray(PreprocessConfig().template, np.float64)
+    p = align.transform_points(np.asarray(keypoints5, np.float64), m).astype(np.float64) + 0.5
+    side = float((p * t).sum() / (t * t).sum())
+    if not np.isfinite(side) or side < 8 or side > 1e5 or min(size) < 1:
+        return None
+    c = np.arange(int(np.ceil(side))) + 0.5  # crop pixel centres, from the crop's edge
+    edge = np.minimum(c, side - c)
+    ramp = np.clip(np.minimum(edge[:, None], edge[None, :]) / (feather * side), 0.0, 1.0)
+    ramp = (ramp * ramp * (3.0 - 2.0 * ramp)).astype(np.float32)
+    to_crop = align.compose(m, np.array([[1.0, 0.0, origin[0]], [0.0, 1.0, origin[1]]]))  # region px -> crop px
+    if grid_to_region is not None:
+        to_crop = align.compose(to_crop, grid_to_region)
+    return cv2.warpAffine(ramp, to_crop, tuple(int(v) for v in size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)

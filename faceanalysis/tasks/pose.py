@@ -12,9 +12,9 @@ import math
 import cv2
 import numpy as np
 
-from torch.nn import functional as F
 
 from .. import align
+from .._lazy import F  # torch on first use (loss); post-processing is numpy
 from ..config import ModelConfig
 from .base import Geometry, Task, VectorHead, finite_rows
 
@@ -60,9 +60,13 @@ class PoseTask(Task):
         roll = (roll + 180.0) % 360.0 - 180.0
         return {"pose": (yaw, pitch, roll)}
 
-    def draw(self, canvas, face):
+    def draw(self, canvas, face, style=None):
+        """Head axes from the nose tip, half the face box's width long."""
+        from ..draw import face_style
+
         if face.pose is None:
             return
+        style = style or face_style(face)
         yaw, pitch, roll = (math.radians(v) for v in face.pose)
         # rotation of the head in camera coordinates (x right, y down, z away from the camera)
         cy, sy, cp, sp, cr, sr = math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch), math.cos(-roll), math.sin(-roll)
@@ -73,7 +77,7 @@ class PoseTask(Task):
         x0, y0, x1, y1 = face.bbox
         centre = face.keypoints5[2] if face.keypoints5 is not None else ((x0 + x1) / 2, (y0 + y1) / 2)
         length = 0.5 * (x1 - x0)
-        thick = max(1, round(max(canvas.shape[:2]) / 500))
+        thick = style.line
         # axes: x (subject's left, red), y (down, green), z (toward the camera, blue)
         for axis, colour in ((np.array([1, 0, 0]), (255, 0, 0)), (np.array([0, 1, 0]), (0, 255, 0)),
                              (np.array([0, 0, -1]), (0, 0, 255))):

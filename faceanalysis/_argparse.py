@@ -1,0 +1,29 @@
+"""Help formatting shared by every ``faceanalysis`` command."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default after its help, unless the help already says it or there is nothing to show
+    (``None`` / ``False``: the option is simply off when not given)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return super()._get_help_string(action)
+
+
+class DeprecatedAlias(argparse.Action):
+    """A hidden old spelling of an option (``new=`` names the current one): stores into the current option's
+    ``dest`` and prints a deprecation warning on stderr."""
+
+    def __init__(self, option_strings, dest, new: str = "", **kw) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"{parser.prog}: warning: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
