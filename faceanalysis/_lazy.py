@@ -33,7 +33,8 @@ def require_torch(what: str) -> None:
     if missing:
         from .errors import FaceAnalysisError
 
-        raise FaceAnalysisError(f"{what} needs {' and '.join(missing)}, which is not installed: {TORCH_HINT}; "
+        verb = "are" if len(missing) > 1 else "is"
+        raise FaceAnalysisError(f"{what} needs {' and '.join(missing)}, which {verb} not installed: {TORCH_HINT}; "
                                 f"or use the ONNX runtime (backend 'onnx'), which needs no torch")
 
 

@@ -65,6 +65,8 @@ class TrainConfig:
         "celeba_more": 0.10})
     identity_k: int = 2  # images per identity in a batch for identity-labelled sources (P x K sampling)
     init: str = ""  # start from these weights (a stage of a training campaign); resume checkpoints win
+    #: per-task loss settings set on the fitted task copies, e.g. {"identity": {"sup_weight": 0.0}}
+    task_options: dict[str, dict[str, float]] = field(default_factory=dict)
     task_weights: dict[str, float] = field(default_factory=lambda: {
         "parsing": 1.0, "landmarks": 5.0, "pose": 3.0, "attributes": 1.0, "expression": 1.0, "identity": 2.0})
 
@@ -225,7 +227,7 @@ def train(cfg: TrainConfig, data_root: str | Path, out: str | Path, device: str 
     val_sources = {n: load_source(n, s, data_root) for n, s in cfg.val_sets.items()}
     say("train: " + ", ".join(f"{n}={len(s)}" for n, s in train_sources.items()))
     val = build_val(val_sources, tasks, pre, cfg.val_max, cfg.seed)
-    tasks = [t.fit(train_sources) for t in tasks]
+    tasks = [_with_options(t.fit(train_sources), cfg.task_options.get(t.name, {})) for t in tasks]
 
     model = FaceModel(cfg.model).to(device)
     if cfg.init:
@@ -282,6 +284,21 @@ def train(cfg: TrainConfig, data_root: str | Path, out: str | Path, device: str 
     say(f"done: {final}")
     log.close()
     return final
+
+
+def _with_options(task: Task, options: dict[str, float]) -> Task:
+    """``task`` (a fitted copy) with the config's loss settings; unknown names are an error."""
+    import copy
+
+    if not options:
+        return task
+    unknown = [k for k in options if not hasattr(task, k) or callable(getattr(task, k))]
+    if unknown:
+        raise FaceAnalysisError(f"task_options for {task.name!r}: unknown setting(s) {unknown}")
+    task = task if task is not get_tasks([task.name])[0] else copy.copy(task)
+    for k, v in options.items():
+        setattr(task, k, type(getattr(task, k))(v))
+    return task
 
 
 def _init_from(model: FaceModel, path: str | Path) -> None:

@@ -121,3 +121,19 @@ def test_init_refuses_weights_of_another_architecture(tmp_path, tiny_weights):
 
     with pytest.raises(FaceAnalysisError, match="another model config"):
         _init_from(FaceModel(ModelConfig()), tiny_weights)
+
+
+def test_task_options_set_loss_settings_on_the_fitted_copy_only():
+    from faceanalysis.train import _with_options
+
+    fitted = TASKS["identity"].fit({})
+    out = _with_options(fitted, {"sup_weight": 0.0, "memory_size": 16})
+    assert out.sup_weight == 0.0 and out.memory_size == 16 and isinstance(out.memory_size, int)
+    assert TASKS["identity"].sup_weight == 0.2
+    # a registry instance (what fit returns for a task with nothing to fit) is copied, never changed in place
+    copied = _with_options(TASKS["identity"], {"sup_weight": 0.5})
+    assert copied is not TASKS["identity"] and copied.sup_weight == 0.5 and TASKS["identity"].sup_weight == 0.2
+    with pytest.raises(FaceAnalysisError, match="unknown setting"):
+        _with_options(fitted, {"no_such_setting": 1.0})
+    with pytest.raises(FaceAnalysisError, match="unknown setting"):
+        _with_options(fitted, {"loss": 1.0})  # a method is not a setting

@@ -115,6 +115,44 @@ def test_torch_backend_without_torch_names_the_extra(tmp_path):
     assert train.returncode == 2 and "faceanalysis[torch]" in train.stderr and "Traceback" not in train.stderr
 
 
+def test_export_without_torch_names_the_export_extra_first(tmp_path, monkeypatch, capsys):
+    """Without torch, ``faceanalysis export`` fails up front: before its option checks (a missing --calib-data),
+    warnings or "exporting ..." lines, and before the output folder is created; the hint is the export extra."""
+    from faceanalysis import FaceAnalysisError, _lazy
+    from faceanalysis.cli import main
+    from faceanalysis.export import export_artifact
+
+    monkeypatch.setattr(_lazy, "torch_available", lambda: False)
+    monkeypatch.setenv("FACEANALYSIS_DATA", str(tmp_path / "no_pack"))
+    out = tmp_path / "my_export"
+    args = ["export", "--format", "onnx", "--calib-data", str(tmp_path / "missing"), "-o", str(out)]
+    assert main(args) == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and len(cap.err.strip().splitlines()) == 1, cap
+    assert "pip install 'faceanalysis[export]'" in cap.err and "README" in cap.err
+    assert "faceanalysis[torch]" not in cap.err and "backend 'onnx'" not in cap.err and "--calib-data" not in cap.err
+    assert not out.exists()
+    with pytest.raises(FaceAnalysisError, match=r"faceanalysis\[export\]"):
+        export_artifact("onnx", "fp32", out=out)
+    assert not out.exists()
+    # the real thing: torch hidden from a fresh interpreter
+    r = _python(NO_TORCH + "from faceanalysis.cli import main\n"
+                "raise SystemExit(main(['export', '--format', 'onnx', '-o', 'my_export']))\n", tmp_path)
+    assert r.returncode == 2 and "faceanalysis[export]" in r.stderr and r.stdout == "", r
+    assert not (tmp_path / "my_export").exists()
+
+
+def test_missing_torch_message_grammar(monkeypatch):
+    from faceanalysis import FaceAnalysisError, _lazy
+
+    monkeypatch.setattr(_lazy, "_installed", lambda m: False)
+    with pytest.raises(FaceAnalysisError, match="needs torch and timm, which are not installed"):
+        _lazy.require_torch("x")
+    monkeypatch.setattr(_lazy, "_installed", lambda m: m != "timm")
+    with pytest.raises(FaceAnalysisError, match="needs timm, which is not installed"):
+        _lazy.require_torch("x")
+
+
 def test_missing_onnxruntime_hint_names_the_light_extra(monkeypatch):
     from faceanalysis import FaceAnalysisError
     from faceanalysis.export import require

@@ -65,6 +65,16 @@ def test_export_example_on_a_fresh_checkout_without_the_data_pack(tmp_path, monk
     assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
 
 
+def test_export_section_states_the_default_precision_and_its_calibration():
+    from faceanalysis.export.cli import DEFAULT_PRECISION
+
+    section = README.read_text().split("## Export and speed", 1)[1].split("\n## ", 1)[0]
+    intro = " ".join(section.split("```", 1)[0].split())
+    assert DEFAULT_PRECISION["onnx"] == DEFAULT_PRECISION["tflite"] == "int8"
+    assert "Without `--precision`, ONNX (and TFLite) export int8, which needs calibration photos" in intro
+    assert "(`--calib-data DIR`, or the data pack when present); fp32 needs none" in intro
+
+
 def test_readme_names_no_moved_paths():
     text = README.read_text()
     assert "weights/MODEL_CARD.md" not in text and "weights/faceanalysis_s128" not in text

@@ -57,6 +57,20 @@ def require(module: str, what: str) -> Any:
                                 f"{hint}") from err
 
 
+#: what ``faceanalysis export`` says when torch is missing (every format converts from the PyTorch model)
+EXPORT_HINT = ("pip install 'faceanalysis[export]' (install a CPU build of torch first: see the README's install "
+               "section)")
+
+
+def require_export_extra(what: str = "faceanalysis export") -> None:
+    """Raise, before any other check or output, when torch / timm (the ``[export]`` extra's core) are missing."""
+    from .. import _lazy
+
+    if not _lazy.torch_available():
+        raise FaceAnalysisError(f"{what} needs the export extra (torch, timm, onnx, ...), which is not installed: "
+                                f"{EXPORT_HINT}")
+
+
 def check_choice(fmt: str, precision: str) -> None:
     """Raise for an unknown format or a precision the format does not offer."""
     if fmt not in FORMATS:
@@ -94,4 +108,4 @@ def export_artifact(*args: Any, **kwargs: Any) -> Path:
 
 
 __all__ = ["FORMATS", "RELEASE", "EXTENSIONS", "DEFAULT_OUTPUT", "export_artifact", "check_choice", "artifact_name", "sidecar_path",
-           "read_sidecar", "require"]
+           "read_sidecar", "require", "require_export_extra"]

@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from . import DEFAULT_OUTPUT, FORMATS, RELEASE, check_choice, sidecar_path
+from . import DEFAULT_OUTPUT, FORMATS, RELEASE, check_choice, require_export_extra, sidecar_path
 from .._argparse import HelpFormatter
 from ..errors import FaceAnalysisError, run_command
 
@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    require_export_extra()  # first: no warnings, checks or output folder before a missing torch is named
     from .pipeline import export_artifact
 
     jobs = _jobs(args)

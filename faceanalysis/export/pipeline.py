@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from . import (DEFAULT_OUTPUT, EXTENSIONS, INPUT_NAME, PRECISION_NOTES, artifact_name, check_choice, sidecar_path)
+from . import (DEFAULT_OUTPUT, EXTENSIONS, INPUT_NAME, PRECISION_NOTES, artifact_name, check_choice,
+               require_export_extra, sidecar_path)
 from ..config import FaceAnalysisConfig
 from ..errors import FaceAnalysisError
 
@@ -110,6 +111,7 @@ def export_artifact(fmt: str, precision: str, weights: str | Path | None = None,
     from ..weights import DEFAULT_WEIGHTS, file_sha256, load_model
     from .calibration import calibration_inputs, check_inputs
 
+    require_export_extra("export_artifact")
     check_choice(fmt, precision)
     weights = Path(weights) if weights is not None else DEFAULT_WEIGHTS
     if calib_data is not None and not Path(calib_data).exists():
