@@ -144,18 +144,16 @@ class IdentityTask(Task):
 def _pair_metrics(emb: np.ndarray, label: np.ndarray) -> dict[str, float]:
     """All-pairs verification on labelled rows: best-threshold accuracy (%) and TAR (%) at FAR = 1e-2.
     Needs at least one genuine and one impostor pair; returns ``{}`` otherwise."""
+    from ..evaluation.identity_pairs import all_pair_scores
+    from ..evaluation.metrics import tar_at_far
+
     keep = np.isfinite(label)
     if keep.sum() < 3:
         return {}
-    e, lab = emb[keep].astype(np.float64), label[keep]
-    iu = np.triu_indices(len(lab), 1)
-    sim = (e @ e.T)[iu]
-    same = (lab[:, None] == lab[None, :])[iu]
+    sim, same = all_pair_scores(emb[keep], label[keep])
     if same.all() or not same.any():
         return {}
-    gen, imp = np.sort(sim[same]), np.sort(sim[~same])
-    thr = imp[min(len(imp) - 1, int(np.ceil(len(imp) * (1 - 1e-2))))]
-    tar = float((gen > thr).mean() * 100)
+    tar, _ = tar_at_far(sim, same, 1e-2)
     order = np.argsort(-sim)
     tp = np.cumsum(same[order])
     tn = (~same).sum() - np.cumsum(~same[order])
