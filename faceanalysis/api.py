@@ -12,6 +12,7 @@ import numpy as np
 
 from .detect import Detection, Detector, YuNetDetector
 from .errors import FaceAnalysisError, option
+from .lazy_parsing import LazyParsingMask
 from .preprocess import ImageInput, crop_faces, load_image, normalise_array
 from .runtime import make_runner, resolve_backend
 from .tasks import get_tasks
@@ -145,8 +146,8 @@ class FaceAnalyzer:
             ``[torch]`` extra), else ``"onnx"`` (onnxruntime, no torch needed).
         detector: anything with ``detect(rgb) -> list[Detection]``; default the bundled YuNet.
         det_max_side: longer image side used for detection (images are downscaled, results are not);
-            ``None`` (default) = adaptive: 640 px up to a 1067 px photo, then 0.6 of the photo's side (at most
-            2048), so faces down to about 40 px are found in photos up to 12 MP (see :class:`YuNetDetector`).
+            ``None`` (default) = adaptive: 0.6 of the photo's longer side within 384..2048 px (384 for a 640x480
+            frame), so faces down to about 40 px are found in photos up to 12 MP (see :class:`YuNetDetector`).
         min_score: minimum detection score.
         max_faces: keep at most this many faces (largest first); ``None`` = all.
         batch_size: faces per model call.
@@ -253,7 +254,9 @@ class FaceAnalyzer:
                             keypoints5=np.asarray(d.kps5, np.float32), crop_matrix=m)
                 one = {k: v[j] for k, v in out.items()}
                 for t in self.tasks:
-                    if all(n in one for n in t.outputs):
+                    if t.name == "parsing" and "parsing" in one:  # mapped back on first use (lazy_parsing.py)
+                        face.parsing = LazyParsingMask(t, one, m, rgb.shape[:2], self.pre)
+                    elif all(n in one for n in t.outputs):
                         for k, v in t.to_face(one, m, rgb.shape[:2], self.pre).items():
                             setattr(face, k, v)
                 faces.append(face)

@@ -147,6 +147,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     # the decoders' own messages (libpng / libjpeg / OpenCV) would repeat each file's one-line error
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    if getattr(args, "out", None):  # the streaming, resumable Parquet path (faceanalysis/batch.py)
+        from .batch import cmd_batch
+
+        return cmd_batch(args)
+    for flag in ("resume", "address", "workers", "flush_every"):
+        if getattr(args, flag, None) not in (None, False, 256):
+            raise FaceAnalysisError(f"--{flag.replace('_', '-')} is for --out (the Parquet dataset path)")
+    if getattr(args, "engine", "local") != "local":
+        raise FaceAnalysisError("--engine ray needs --out DATASET.parquet (results are written as Parquet)")
     jsonl = getattr(args, "jsonl", None)
     outputs = [Path(o) for o in (args.json, jsonl) if o]
     for flag, out in (("--json", args.json), ("--jsonl", jsonl)):
@@ -262,6 +271,22 @@ def _add_analyze(sub) -> None:
     p.add_argument("--max-faces", type=int, default=None, metavar="N",
                    help="keep at most N faces per image, largest first (default: all)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    # photo collections (faceanalysis/batch.py, faceanalysis/integrations/ray.py; README "Photo collections")
+    p.add_argument("--out", metavar="DATASET", help="stream one row per face into this Parquet dataset folder "
+                   "(e.g. faces.parquet; needs the [parquet] extra): decode + detect in worker processes, parts "
+                   "written as they finish, resumable with --resume")
+    p.add_argument("--resume", action="store_true", help="with --out: continue an interrupted or earlier run "
+                   "(images already in the dataset are skipped)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="with --out: decode/detect processes (default: usable cores - 1; 0 = one process); "
+                        "with --engine ray: model actors (default: the cluster's CPUs)")
+    p.add_argument("--flush-every", type=int, default=256, metavar="N",
+                   help="with --out: images per Parquet part (a killed run redoes at most this many)")
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="with --out: local processes, or Ray Data (the [ray] extra) on a local or existing cluster")
+    p.add_argument("--address", metavar="ADDR", default=None,
+                   help="with --engine ray: the Ray cluster to join (e.g. ray://head:10001 or auto); default: start "
+                        "a local one")
     p.set_defaults(func=cmd_analyze)
 
 
@@ -302,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_analyze(sub)
+    from .index import add_index_parser  # faceanalysis index add / search / cluster (the [index] extra)
+
+    add_index_parser(sub)
     _passthrough(sub, "train", "train", "train the model (see faceanalysis train --help; needs the [torch] extra)")
     _passthrough(sub, "eval", "evaluate", "score every task on the benchmarks (see faceanalysis eval --help)")
     _passthrough(sub, "export", "export.cli", "export to ONNX / TFLite / CoreML (see faceanalysis export --help; "

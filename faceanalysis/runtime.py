@@ -82,11 +82,18 @@ class TorchRunner:
             return {k: v.float().cpu().numpy() for k, v in out.items()}
 
 
-def make_runner(backend: str | None, weights: str | Path | None, device: str, tasks: list[str] | None) -> Runner:
-    """A runner for ``backend`` (torch | onnx | tflite; ``None`` = :func:`resolve_backend`)."""
+def make_runner(backend: str | None, weights: str | Path | None, device: str, tasks: list[str] | None,
+                threads: int | None = None) -> Runner:
+    """A runner for ``backend`` (torch | onnx | tflite; ``None`` = :func:`resolve_backend`). ``threads``: intra-op
+    threads of an onnx / tflite runner (``None`` = the runtime's default; torch uses ``torch.set_num_threads``,
+    which is process-wide, so it is left to the caller)."""
     backend = resolve_backend(backend, weights)
+    if threads is not None and threads < 1:
+        raise FaceAnalysisError(f"threads must be >= 1 (got {threads})")
     if backend == "torch":
         return TorchRunner(weights, device, tasks)
     from .export import runners
 
-    return runners.make(backend, weights, device, tasks)
+    if threads is None:
+        return runners.make(backend, weights, device, tasks)
+    return runners.make(backend, weights, device, tasks, threads)

@@ -47,6 +47,10 @@ class TrainConfig:
     warmup: int = 400
     grad_clip: float = 2.0
     ema_decay: float = 0.999
+    #: a stage started from ``init`` weights: remove their leftover share (decay^(n-1)) from the EMA before it is
+    #: validated or saved (the bias correction of Adam, Kingma & Ba 2015); without it a 1,100-step stage at
+    #: decay 0.999 would ship a third of its starting weights
+    ema_debias: bool = True
     seed: int = 0
     amp: str = "auto"  # auto | bf16 | off
     threads: int = 0  # 0 = torch default
@@ -63,6 +67,9 @@ class TrainConfig:
     ratios: dict[str, float] = field(default_factory=lambda: {
         "utkface": 0.24, "celeba_attr": 0.24, "fer2013": 0.27, "celebamask_mini": 0.10, "300w_partial": 0.05,
         "celeba_more": 0.10})
+    #: "sface": run the SFace teacher on every augmented training crop (consistent distillation; needs the
+    #: ``teachers`` extra); "": use the stored pseudo-labels of the clean images
+    online_teacher: str = ""
     identity_k: int = 2  # images per identity in a batch for identity-labelled sources (P x K sampling)
     init: str = ""  # start from these weights (a stage of a training campaign); resume checkpoints win
     #: per-task loss settings set on the fitted task copies, e.g. {"identity": {"sup_weight": 0.0}}
@@ -202,6 +209,8 @@ def load_checkpoint(path: Path, model, ema, opt, sampler: MixtureSampler):
 def train(cfg: TrainConfig, data_root: str | Path, out: str | Path, device: str = "cpu", resume: bool = True,
           config_name: str = "") -> Path:
     """Run training; returns the path of the final fp16 weights (EMA)."""
+    if cfg.online_teacher not in ("", "sface"):
+        raise FaceAnalysisError(f"online_teacher must be 'sface' or empty, got {cfg.online_teacher!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -213,6 +222,11 @@ def train(cfg: TrainConfig, data_root: str | Path, out: str | Path, device: str 
     tasks = get_tasks(cfg.model.tasks)
     pre = PreprocessConfig(input_size=cfg.model.input_size)
     full_cfg = FaceAnalysisConfig(model=cfg.model, preprocess=pre)
+    teacher = None
+    if cfg.online_teacher:  # fail before the data loads when the teachers extra is missing
+        from .teachers import CropTeacher
+
+        teacher = CropTeacher(pre)
 
     log = open(out / "train.log", "a")
 
@@ -236,7 +250,10 @@ def train(cfg: TrainConfig, data_root: str | Path, out: str | Path, device: str 
     ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay),
                                               use_buffers=True)
     opt = _optimizer(model, cfg)
-    sampler = MixtureSampler(train_sources, cfg.ratios, tasks, pre, cfg.batch_size, cfg.seed, cfg.augment, cfg.identity_k)
+    if teacher is not None:
+        say("identity targets: SFace online on each augmented crop (consistent distillation)")
+    sampler = MixtureSampler(train_sources, cfg.ratios, tasks, pre, cfg.batch_size, cfg.seed, cfg.augment, cfg.identity_k,
+                             teacher)
     ckpt = out / "checkpoint.safetensors"
     step, history = 0, []
     if resume and ckpt.exists():
@@ -244,6 +261,14 @@ def train(cfg: TrainConfig, data_root: str | Path, out: str | Path, device: str 
         say(f"resumed from {ckpt} at step {step}")
     n_params = sum(p.numel() for p in model.parameters())
     say(f"model: {n_params / 1e6:.2f} M parameters")
+
+    init_state = None
+    if cfg.init and cfg.ema_debias:
+        init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        _init_state_from(init_state, cfg.init)  # from the file: after a resume the model is no longer there
+
+    def averaged() -> torch.nn.Module:
+        return debias_ema(ema, init_state, cfg.ema_decay) if init_state is not None else ema.module
 
     model.train()
     bar = tqdm(total=cfg.steps, initial=step, desc="train", dynamic_ncols=True, mininterval=5)
@@ -273,14 +298,14 @@ def train(cfg: TrainConfig, data_root: str | Path, out: str | Path, device: str 
                             **{k: round(v, 4) for k, v in running.items()}}))
             t0 = time.time()
         if step % cfg.val_every == 0 or step == cfg.steps:
-            metrics = validate(ema.module, val, tasks, pre, device)
+            metrics = validate(averaged(), val, tasks, pre, device)
             history.append({"step": step, **metrics})
             say(json.dumps({"val_step": step, **metrics}))
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             save_checkpoint(ckpt, model, ema, opt, step, sampler, cfg, history)
-            save_weights(ema.module, _with_extra(full_cfg, cfg, config_name, step, history), out / "ema_fp16.safetensors")
+            save_weights(averaged(), _with_extra(full_cfg, cfg, config_name, step, history), out / "ema_fp16.safetensors")
     bar.close()
-    final = save_weights(ema.module, _with_extra(full_cfg, cfg, config_name, step, history), out / "ema_fp16.safetensors")
+    final = save_weights(averaged(), _with_extra(full_cfg, cfg, config_name, step, history), out / "ema_fp16.safetensors")
     say(f"done: {final}")
     log.close()
     return final
@@ -299,6 +324,35 @@ def _with_options(task: Task, options: dict[str, float]) -> Task:
     for k, v in options.items():
         setattr(task, k, type(getattr(task, k))(v))
     return task
+
+
+def debias_ema(ema: torch.optim.swa_utils.AveragedModel, init_state: dict[str, torch.Tensor], decay: float) -> torch.nn.Module:
+    """A copy of ``ema.module`` with the starting weights' share removed.
+
+    After ``n`` updates an EMA that began at the stage's first weights ``w0`` is ``d^(n-1) w0 + (1 - d^(n-1)) m``,
+    where ``m`` is the average of the trained weights; this returns ``m`` for every floating tensor (``w0`` taken
+    as ``init_state``, the weights the stage started from: one warm-up step away from the first update).
+    """
+    import copy
+
+    n = int(ema.n_averaged.item())
+    out = copy.deepcopy(ema.module)
+    share = decay ** max(n - 1, 0)
+    if n < 2 or share < 1e-6:
+        return out
+    with torch.no_grad():
+        for k, v in out.state_dict().items():
+            if v.is_floating_point() and k in init_state:
+                v.copy_((v - share * init_state[k].to(v)) / (1.0 - share))
+    return out
+
+
+def _init_state_from(state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Fill ``state`` (a model state dict) in place with the float32 tensors of a weights file."""
+    loaded = load_file(str(path))
+    for k, v in loaded.items():
+        if k in state:
+            state[k].copy_(v.float() if v.is_floating_point() else v)
 
 
 def _init_from(model: FaceModel, path: str | Path) -> None:

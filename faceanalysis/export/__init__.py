@@ -30,8 +30,10 @@ SIDECAR_SUFFIX = ".json"
 PRECISION_NOTES = {
     "fp32": "float32 weights and activations",
     "fp16": "float16 weights and activations (float32 input/outputs)",
-    "int8": "int8 weights (per-channel) and activations for MatMul/Gemm/Conv, static calibration on aligned "
-            "training crops; softmax, LayerNorm and the output activations stay float",
+    "int8": "ONNX: dynamic quantization of the weight MatMul/Gemm layers (int8 weights, uint8 activations quantized "
+            "per run, reduce_range); attention matmuls, Conv, softmax, LayerNorm and the output activations stay "
+            "float. TFLite: int8 weights (per-channel) and activations for Linear/Conv2d, static calibration on "
+            "aligned training crops",
     "int8-dynamic": "int8 weights (per-channel), activations quantised on the fly (float I/O)",
     "int8-full": "full-integer: int8 weights and activations for every op, int8 input and outputs "
                  "(for integer-only accelerators; larger drift)",

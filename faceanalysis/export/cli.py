@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parity-n", type=int, default=64, help="faces used for the parity check")
     p.add_argument("--data-root", help="data pack root (default: $FACEANALYSIS_DATA or ../shared/data, used "
                                        "only when present)")
+    p.add_argument("--coreml-input", choices=("tensor", "image"), default="tensor",
+                   help="CoreML input: 'tensor' (MLMultiArray, normalised by the caller) or 'image' (ImageType: an "
+                        "RGB crop as CVPixelBuffer / PIL image, normalisation built in; one image per prediction, "
+                        "batch with Core ML's batch API)")
+    p.add_argument("--coreml-batch", type=int, default=1, metavar="N",
+                   help="CoreML tensor input: flexible batch 1..N (default 1: static batch of one)")
     p.add_argument("--overwrite", action="store_true", help="replace artifacts that already exist (refused otherwise)")
     check = p.add_mutually_exclusive_group()
     check.add_argument("--check", action="store_true",
@@ -82,6 +88,13 @@ def _run(args: argparse.Namespace) -> int:
     from .pipeline import export_artifact
 
     jobs = _jobs(args)
+    if (args.coreml_input != "tensor" or args.coreml_batch != 1) and not any(f == "coreml" for f, _ in jobs):
+        raise FaceAnalysisError("--coreml-input / --coreml-batch need --format coreml")
+    if args.coreml_input == "image" and args.coreml_batch != 1:
+        raise FaceAnalysisError("--coreml-batch needs --coreml-input tensor: a CoreML image input is one picture; "
+                                "batch images with MLModel.predictions(fromBatch:)")
+    if not 1 <= args.coreml_batch <= 1024:
+        raise FaceAnalysisError(f"--coreml-batch must lie in 1..1024 (got {args.coreml_batch})")
     if args.calib_n < 1 or args.parity_n < 1:
         raise FaceAnalysisError("--calib-n and --parity-n must be >= 1")
     if args.calib_data is not None and not Path(args.calib_data).is_dir():
@@ -107,7 +120,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"exporting {fmt} {prec} ...", flush=True)
         path = export_artifact(fmt, prec, args.weights, args.output, args.calib_data, args.calib_n, args.parity_n,
                                args.data_root, calib=shared.get("calib"), parity_x=shared.get("parity"),
-                               measure_parity=not args.no_check, parity_source=shared.get("parity_source"))
+                               measure_parity=not args.no_check, parity_source=shared.get("parity_source"),
+                               **_coreml_options(args, fmt))
         side = json.loads(sidecar_path(path).read_text())
         from .parity import format_metrics
 
@@ -118,6 +132,11 @@ def _run(args: argparse.Namespace) -> int:
         failed += bool(par.get("failures"))
         print(f"  {path} {side['size_bytes'] / 1e6:.2f} MB\n  parity: {line}{status}")
     return 1 if (args.check and failed) else 0
+
+
+def _coreml_options(args: argparse.Namespace, fmt: str) -> dict:
+    """--coreml-input / --coreml-batch for CoreML jobs (other formats keep their own input)."""
+    return {"coreml_input": args.coreml_input, "coreml_batch": args.coreml_batch} if fmt == "coreml" else {}
 
 
 def _shared_inputs(args: argparse.Namespace, jobs: list[tuple[str, str]]) -> dict:

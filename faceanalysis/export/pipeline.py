@@ -99,7 +99,8 @@ def export_artifact(fmt: str, precision: str, weights: str | Path | None = None,
                     calib_data: str | Path | None = None, calib_n: int = 300, parity_n: int = 64,
                     data_root: str | Path | None = None, calib: np.ndarray | None = None,
                     parity_x: np.ndarray | None = None, check: bool = False, check_data: str | Path | None = None,
-                    measure_parity: bool = True, parity_source: str | None = None) -> Path:
+                    measure_parity: bool = True, parity_source: str | None = None, coreml_input: str = "tensor",
+                    coreml_batch: int = 1) -> Path:
     """Export one artifact and write its sidecar; returns the artifact path.
 
     Calibration (int8) uses ``calib_data`` (a folder of face photos) or else the data pack's training splits;
@@ -107,12 +108,16 @@ def export_artifact(fmt: str, precision: str, weights: str | Path | None = None,
     and is skipped (noted in the sidecar) when neither is there or ``measure_parity`` is False.
     ``calib`` / ``parity_x`` (normalised crops, described by ``parity_source``) override both (used by tests
     and to share crops between artifacts). With ``check``, parity floors that are missed raise.
+    ``coreml_input`` / ``coreml_batch``: CoreML input kind (``"tensor"`` or ``"image"``) and flexible batch size
+    (:mod:`faceanalysis.export.coreml_export`); other formats refuse anything but the defaults.
     """
     from ..weights import DEFAULT_WEIGHTS, file_sha256, load_model
     from .calibration import calibration_inputs, check_inputs
 
     require_export_extra("export_artifact")
     check_choice(fmt, precision)
+    if fmt != "coreml" and (coreml_input != "tensor" or coreml_batch != 1):
+        raise FaceAnalysisError(f"--coreml-input / --coreml-batch apply to --format coreml only (not {fmt})")
     weights = Path(weights) if weights is not None else DEFAULT_WEIGHTS
     if calib_data is not None and not Path(calib_data).exists():
         raise FaceAnalysisError(f"calibration data {calib_data} does not exist; give a folder of face photos")
@@ -152,7 +157,7 @@ def export_artifact(fmt: str, precision: str, weights: str | Path | None = None,
             from . import coreml_export
 
             desc = {o["name"]: f"({o['shape']}) {o['meaning']}" for o in output_info(cfg)}
-            coreml_export.export(model, cfg, path, precision, meta, desc)
+            coreml_export.export(model, cfg, path, precision, meta, desc, coreml_input, coreml_batch)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     seconds = time.time() - t0
@@ -171,6 +176,10 @@ def export_artifact(fmt: str, precision: str, weights: str | Path | None = None,
         side["signature"] = SIGNATURE
         side["tensor_names"] = "signature outputs are named as in 'outputs' (signature runner keys)"
     if fmt == "coreml":
+        from .coreml_export import input_info
+
+        side["input"]["coreml"] = input_info(cfg, coreml_input, coreml_batch)
+        side["input"]["shape"][0] = 1 if coreml_batch == 1 else f"1..{coreml_batch}"
         side["parity"] = {"measured": False, "note": "CoreML prediction needs macOS: run "
                           "python export/check_coreml_macos.py " + path.name + " on a Mac"}
     elif not measure_parity:

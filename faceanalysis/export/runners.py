@@ -167,11 +167,12 @@ def load_runner(backend: str, path: str | Path, device: str = "cpu", tasks: list
     raise FaceAnalysisError(f"no runner for {backend!r} artifacts on this platform (CoreML runs on macOS/iOS only)")
 
 
-def make(backend: str, weights: str | Path | None, device: str, tasks: list[str] | None):
-    """Entry point of :func:`faceanalysis.runtime.make_runner` for 'onnx' / 'tflite'."""
+def make(backend: str, weights: str | Path | None, device: str, tasks: list[str] | None, threads: int | None = None):
+    """Entry point of :func:`faceanalysis.runtime.make_runner` for 'onnx' / 'tflite' (``threads``: intra-op
+    threads, ``None`` = the runtime's default)."""
     if weights is not None and Path(weights).suffix == ".safetensors":
         raise FaceAnalysisError(f"backend {backend!r} runs an exported model, not {weights}; export it first: "
                                 f"faceanalysis export --format {backend} --precision int8 --weights {weights} "
                                 f"-o my_export")
     path = default_artifact(backend) if weights is None else Path(weights)
-    return load_runner(backend, path, device, tasks)
+    return load_runner(backend, path, device, tasks, threads)
