@@ -555,6 +555,13 @@ def run_batch(files: Sequence[tuple[str, Path]], writer: PartWriter,
     return s
 
 
+def check_write_mode(resume: bool, overwrite: bool) -> None:
+    """Raise :class:`FaceAnalysisError` when both ``resume`` and ``overwrite`` are asked for."""
+    if resume and overwrite:
+        raise FaceAnalysisError("resume and overwrite exclude each other: resume continues the dataset, overwrite "
+                                "replaces it")
+
+
 def analyze_to_parquet(paths: Sequence[str | Path], out: str | Path, analyzer: "FaceAnalyzer | None" = None, *,
                        resume: bool = False, overwrite: bool = False, workers: int | None = None,
                        max_side: int | None = None, flush_images: int = 256, batch_images: int = 8,
@@ -576,9 +583,7 @@ def analyze_to_parquet(paths: Sequence[str | Path], out: str | Path, analyzer: "
     propagates after the finished images are written. Results equal ``[fa.analyze(p) for p in files]``.
     """
     require_pyarrow()
-    if resume and overwrite:
-        raise FaceAnalysisError("resume and overwrite exclude each other: resume continues the dataset, overwrite "
-                                "replaces it")
+    check_write_mode(resume, overwrite)
     if workers is not None and workers < 0:
         raise FaceAnalysisError(f"workers (--workers) must be >= 0 (got {workers})")
     if batch_images < 1:

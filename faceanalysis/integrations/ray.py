@@ -25,8 +25,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..batch import (BatchSummary, PartWriter, analyze_files, default_workers, face_schema, plan, require_pyarrow,
-                     results_table, run_batch, run_settings)
+from ..batch import (BatchSummary, PartWriter, analyze_files, check_write_mode, default_workers, face_schema, plan,
+                     require_pyarrow, results_table, run_batch, run_settings)
 from ..errors import FaceAnalysisError
 
 RAY_HINT = "pip install 'faceanalysis[ray]'"
@@ -84,9 +84,7 @@ def analyze_with_ray(paths: Sequence[str | Path], out: str | Path, analyzer_kwar
     """
     require_pyarrow()
     ray = require_ray()
-    if resume and overwrite:
-        raise FaceAnalysisError("resume and overwrite exclude each other: resume continues the dataset, overwrite "
-                                "replaces it")
+    check_write_mode(resume, overwrite)
     if concurrency is not None and concurrency < 1:
         raise FaceAnalysisError(f"concurrency (--workers with --engine ray) must be >= 1 actor (got {concurrency})")
     if batch_size < 1:
