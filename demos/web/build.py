@@ -1,16 +1,14 @@
-"""Prepare demos/web for serving: write ``models/yunet.onnx`` from the bundled detector.
+"""Prepare demos/web for serving: write ``models/yunet.onnx`` and ``models/detector.json``.
 
-The bundled ``faceanalysis/assets/yunet_2023mar_int8bq.onnx`` has a fixed 1x3x640x640 input; OpenCV's
-``FaceDetectorYN`` reshapes it to every image size (padded to a multiple of 32), which onnxruntime-web does not
-do, and onnxruntime (Python and web alike, 1.32 / 1.30) refuses its opset-21 DequantizeLinear nodes ("block_size
-must be 0 for per-tensor quantization": the biases are per-tensor with a block_size attribute). This writes the
-same graph with a symbolic input size (``N x 3 x H x W``; every Reshape in the graph already uses -1) and its
-int8 weights and biases dequantised into float32 initialisers (``w = (q - zero_point) * scale``, the
-computation OpenCV does when it loads the file): on a pack photo its outputs equal OpenCV's ``FaceDetectorYN``
-to 1e-5 px. It also writes ``models/detector.json``: the Python detector's thresholds and adaptive-size
-constants (``faceanalysis.detect``), which the page reads. Nothing else changes: the weights are the bundled
-ones, pinned by their SHA-256 (253 kB written). The page loads the face model and its sidecar straight from
-``faceanalysis/assets/`` (serve the repository root, see README.md), so nothing large is copied.
+The bundled ``faceanalysis/assets/yunet_2023mar_int8bq.onnx`` has a fixed 1x3x640x640 input and opset-21
+DequantizeLinear nodes that onnxruntime (Python and web) refuses. The package already ships the float32 copy the
+Python detector runs on ONNX Runtime (``faceanalysis/detector_assets/``, made by
+``faceanalysis.detect.build_float_yunet``: weights dequantised, free input size; same detections as OpenCV's
+``FaceDetectorYN`` to 1e-4 px): this copies it, checked by its SHA-256, so the page and Python run the same file.
+``models/detector.json`` holds the Python detector's thresholds and adaptive-size constants
+(``faceanalysis.detect``), which the page reads. The page loads the face model and its sidecar straight from
+``faceanalysis/assets/`` (serve the repository root, see README.md), so nothing large is copied. Needs only the
+core install (no ``onnx`` package).
 
     python demos/web/build.py
 """
@@ -24,10 +22,17 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-YUNET = ROOT / "faceanalysis" / "assets" / "yunet_2023mar_int8bq.onnx"
-YUNET_SHA256 = "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10"
 OUT = HERE / "models" / "yunet.onnx"
 DETECTOR_JSON = "detector.json"
+
+
+def _detect_module():
+    try:
+        from faceanalysis import detect
+    except ImportError:  # run from a clone without the package installed
+        sys.path.insert(0, str(ROOT))
+        from faceanalysis import detect
+    return detect
 
 
 def detector_settings() -> dict:
@@ -35,12 +40,7 @@ def detector_settings() -> dict:
     adaptive-size constants), so they are read from the package, not re-typed in JavaScript."""
     import inspect
 
-    try:
-        from faceanalysis import detect
-    except ImportError:  # run from a clone without the package installed
-        sys.path.insert(0, str(ROOT))
-        from faceanalysis import detect
-
+    detect = _detect_module()
     sig = inspect.signature(detect.YuNetDetector.__init__).parameters
     return {
         "scoreThreshold": sig["score_threshold"].default, "nmsThreshold": sig["nms_threshold"].default,
@@ -51,67 +51,17 @@ def detector_settings() -> dict:
     }
 
 
-def dequantize(model) -> None:
-    """Fold every DequantizeLinear of constant int8 weights (per-axis or blocked) into a float32 initialiser."""
-    import numpy as np
-    from onnx import numpy_helper
-
-    inits = {i.name: i for i in model.graph.initializer}
-    keep = []
-    for node in model.graph.node:
-        if node.op_type != "DequantizeLinear" or not all(i in inits for i in node.input if i):
-            keep.append(node)
-            continue
-        q = numpy_helper.to_array(inits[node.input[0]]).astype(np.float32)
-        scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
-        zero = (numpy_helper.to_array(inits[node.input[2]]).astype(np.float32) if len(node.input) > 2
-                and node.input[2] else np.zeros_like(scale))
-        attrs = {a.name: a for a in node.attribute}
-        axis = attrs["axis"].i if "axis" in attrs else 1
-        block = attrs["block_size"].i if "block_size" in attrs else 0
-        if scale.ndim == 0:
-            w = (q - zero) * scale
-        else:
-            axis %= q.ndim
-            if block:  # scale has q's shape with ceil(dim / block) along axis: repeat each value block times
-                scale = np.repeat(scale, block, axis=axis).take(range(q.shape[axis]), axis=axis)
-                zero = np.repeat(zero, block, axis=axis).take(range(q.shape[axis]), axis=axis)
-            else:  # per-axis: 1-D along axis
-                shape = [1] * q.ndim
-                shape[axis] = -1
-                scale, zero = scale.reshape(shape), zero.reshape(shape)
-            w = (q - zero) * scale
-        model.graph.initializer.append(numpy_helper.from_array(w.astype(np.float32), node.output[0]))
-    del model.graph.node[:]
-    model.graph.node.extend(keep)
-    used = {i for n in model.graph.node for i in n.input}
-    kept = [i for i in model.graph.initializer if i.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(kept)
-
-
 def build(out: Path = OUT) -> Path:
-    import onnx
-
-    data = YUNET.read_bytes()
+    """Copy the package's float32 YuNet (``faceanalysis.detect.YUNET_ORT_PATH``, checked by its SHA-256) to ``out``
+    and write the detector settings next to it."""
+    detect = _detect_module()
+    data = Path(detect.YUNET_ORT_PATH).read_bytes()
     digest = hashlib.sha256(data).hexdigest()
-    if digest != YUNET_SHA256:
-        raise SystemExit(f"{YUNET} has sha256 {digest[:12]}..., expected the bundled YuNet; reinstall")
-    model = onnx.load_from_string(data)
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    for d, name in zip(dims, ("N", None, "H", "W")):
-        if name:
-            d.ClearField("dim_value")
-            d.dim_param = name
-    for o in model.graph.output:  # (1, rows * cols, k): the row count follows the input size
-        o.type.tensor_type.shape.dim[1].ClearField("dim_value")
-        o.type.tensor_type.shape.dim[1].dim_param = "anchors_" + o.name
-        o.type.tensor_type.shape.dim[0].ClearField("dim_value")
-        o.type.tensor_type.shape.dim[0].dim_param = "N"
-    dequantize(model)
-    onnx.checker.check_model(model)
+    if digest != detect.YUNET_ORT_SHA256:
+        raise SystemExit(f"{detect.YUNET_ORT_PATH} has sha256 {digest[:12]}..., expected the packaged YuNet copy; "
+                         "reinstall faceanalysis")
     out.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(out))
+    out.write_bytes(data)
     (out.parent / DETECTOR_JSON).write_text(json.dumps(detector_settings(), indent=1) + "\n")
     return out
 
