@@ -55,6 +55,7 @@ dyn('dyn_mmg_pc', ["MatMul","Gemm"], True, False)
 dyn('dyn_mm_pc_rr', ["MatMul"], True, True)
 dyn('dyn_mmgc_pc_rr', ["MatMul","Gemm","Conv"], True, True)
 dyn('dyn_mmg_rr_u8w', ["MatMul","Gemm"], False, True, wt=QuantType.QUInt8)
+dyn('dyn_mmg_rr_attn', ["MatMul","Gemm"], False, True, extra={"MatMulConstBOnly": False})  # attention matmuls too
 sel = sys.argv[1:] or list(V)
 ref = parity.torch_reference(model, check)
 levels = {'all': ort.GraphOptimizationLevel.ORT_ENABLE_ALL, 'ext': ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,

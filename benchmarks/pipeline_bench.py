@@ -267,6 +267,18 @@ def _ratio(a: float, b: float | None) -> str:
     return "-" if b is None else f"{a / b:.2f}"
 
 
+def cpu_description() -> str:
+    """CPU model and the SIMD extensions that decide int8 speed (AVX-512 VNNI / AVX-VNNI make int8 GEMMs ~2x)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "?")
+    flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
+    simd = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8") if f in flags]
+    return f"{model} ({', '.join(simd) or 'no AVX2'})"
+
+
 def write(path: Path, args, main_res, faces_res, size_res, stage_res, load: float, seconds: float,
           best: str | None, mp_name: str, vf_name: str) -> None:
     import onnxruntime
@@ -279,9 +291,9 @@ def write(path: Path, args, main_res, faces_res, size_res, stage_res, load: floa
         f"`python benchmarks/pipeline_bench.py` (generated; rerun it to update), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"{platform.machine()}, {os.cpu_count()} cores, run pinned to one core (`taskset -c 1`), one thread per runtime; "
         f"onnxruntime {onnxruntime.__version__}, OpenCV {cv2.__version__}. Run time {seconds / 60:.1f} min. "
-        f"**The machine was shared**: another job held the other core and other processes used this one "
-        f"(1-minute load average {load:.2f} at the start), so absolute milliseconds are inflated and noisy; every "
-        f"frame went through every pipeline in turn, so the ratios within a table are the numbers to read.",
+        f"CPU: {cpu_description()}. 1-minute load average {load:.2f} at the start (work of the minute before "
+        f"counts too; above ~1 another job shared the machine and the milliseconds are inflated); every frame went "
+        f"through every pipeline in turn, so the ratios within a table are the numbers to read.",
         "",
         f"Frames: held-out CelebAMask-HQ test portraits (data pack) pasted on a blurred background, 640x480, one face "
         f"about 130 px wide; {args.frames} frames, medians. faceanalysis: `FaceAnalyzer.analyze` (detection, orientation "

@@ -6,7 +6,9 @@ the results as a **Parquet dataset directory** ``faces.parquet/part-NNNNNN.parqu
 temporary name and renamed when complete, so a part is either whole or absent: a run stopped by Ctrl-C (which
 writes what is finished) or ``kill -9`` (which loses at most the images since the last part) continues with
 ``resume=True`` / ``--resume`` without duplicates. Which images a part covers (also those with no face and
-those that failed) is stored in the part's footer metadata (:func:`read_manifest`).
+those that failed) is stored in the part's footer metadata (:func:`read_manifest`). A resumed run skips the images
+analysed before and retries those that failed: the retry's record goes into a new part and replaces the failure
+(the latest record of an image counts; a failed image has no face rows, so nothing is duplicated).
 
 Reading the result: ``pyarrow.parquet.read_table("faces.parquet")``, ``pandas.read_parquet("faces.parquet")``,
 DuckDB ``read_parquet('faces.parquet/*.parquet')``, or :func:`read_faces` for :class:`~faceanalysis.Face` objects.
@@ -144,18 +146,26 @@ def _part_meta(path: Path) -> dict[str, Any]:
                                 f"move it out of the output folder") from err
 
 
+def _latest_records(parts: Sequence[Path], metas: Sequence[dict[str, Any]] | None = None
+                    ) -> dict[str, dict[str, Any]]:
+    """``{file: {"faces": n, "error": message or None, "part": part file}}`` from the manifests of ``parts`` (in
+    part order). An image listed by several parts (a failure retried by a resumed run) gets its latest record."""
+    images: dict[str, dict[str, Any]] = {}
+    for part, meta in zip(parts, metas if metas is not None else map(_part_meta, parts)):
+        for name, n, err in meta["images"]:
+            images[name] = {"faces": n, "error": err, "part": part.name}
+    return images
+
+
 def read_manifest(out: str | Path) -> dict[str, dict[str, Any]]:
     """Every image a dataset covers: ``{file: {"faces": n, "error": message or None, "part": part file}}``,
-    including images without faces and images that failed (they have no face rows)."""
+    including images without faces and images that failed (they have no face rows). An image that failed and
+    was retried by a resumed run has the record of its latest try."""
     require_pyarrow()
     out = Path(out)
     if not out.is_dir():
         raise FaceAnalysisError(f"{out} is not a Parquet dataset written by faceanalysis (no such folder)")
-    images: dict[str, dict[str, Any]] = {}
-    for part in _parts(out):
-        for name, n, err in _part_meta(part)["images"]:
-            images[name] = {"faces": n, "error": err, "part": part.name}
-    return images
+    return _latest_records(_parts(out))
 
 
 def read_faces(out: str | Path) -> dict[str, "list[Face]"]:
@@ -179,8 +189,9 @@ def read_faces(out: str | Path) -> dict[str, "list[Face]"]:
 class PartWriter:
     """Writes in-flight tables (:func:`image_table`) into ``out/part-NNNNNN.parquet`` files, atomically, each
     with the manifest of the images it covers. ``mode``: ``"new"`` (``out`` must not exist or be empty),
-    ``"resume"`` (keep the parts there; :attr:`done` names their images) or ``"overwrite"`` (delete the parts
-    there first). ``run`` (the analysis settings) must match the existing parts' on resume."""
+    ``"resume"`` (keep the parts there: :attr:`done` names their images that were analysed, :attr:`failed` those
+    whose latest try failed, to be retried) or ``"overwrite"`` (delete the parts there first). ``run`` (the
+    analysis settings) must match the existing parts' on resume."""
 
     def __init__(self, out: str | Path, schema: "pa.Schema", run: dict[str, Any], mode: str = "new",
                  flush_images: int = 256, flush_seconds: float = 60.0) -> None:
@@ -198,7 +209,10 @@ class PartWriter:
         if others:
             raise FaceAnalysisError(f"{out} holds files that faceanalysis did not write ({others[0].name}, ...); "
                                     f"give an empty or new folder for --out")
+        #: images analysed (with or without faces): a resumed run skips them
         self.done: set[str] = set()
+        #: images whose latest record is a failure: a resumed run retries them
+        self.failed: set[str] = set()
         if parts and mode == "new":
             raise FaceAnalysisError(f"{out} exists ({len(parts)} part file(s)); pass --resume to continue that run "
                                     f"or --overwrite to replace it")
@@ -206,14 +220,15 @@ class PartWriter:
             for p in parts:
                 p.unlink()
             parts = []
-        for p in parts:
-            meta = _part_meta(p)
+        metas = [_part_meta(p) for p in parts]
+        for meta in metas:
             old = {k: meta.get(k) for k in run}
             if old != run:
                 diff = ", ".join(f"{k}: {old[k]!r} there, {run[k]!r} now" for k in run if old[k] != run[k])
                 raise FaceAnalysisError(f"{out} was written with other settings ({diff}); resume with the same "
                                         f"settings or write to a new --out")
-            self.done.update(name for name, _, _ in meta["images"])
+        for name, rec in _latest_records(parts, metas).items():
+            (self.done if rec["error"] is None else self.failed).add(name)
         out.mkdir(parents=True, exist_ok=True)
         for tmp in out.iterdir():  # parts a killed run did not finish
             if _is_tmp(tmp):
@@ -264,7 +279,12 @@ class PartWriter:
         self._next += 1
         self.written_images += len(images)
         self.written_faces += table.num_rows
-        self.done.update(images)
+        for name, _, err in images.values():
+            if err is None:
+                self.done.add(name)
+                self.failed.discard(name)
+            else:
+                self.failed.add(name)
         self._tables, self._images, self._last = [], 0, time.monotonic()
 
 
@@ -477,7 +497,13 @@ def results_table(results: Iterable[ImageResult], schema: "pa.Schema") -> "pa.Ta
 # ---- the command / API ----------------------------------------------------------------------------------------------
 @dataclass
 class BatchSummary:
-    """What a batch run did: images and faces written this run, images skipped as already done, failures."""
+    """What a batch run did.
+
+    ``total``: images found; ``skipped``: analysed by an earlier run (not redone); ``retried``: failed in an
+    earlier run and tried again in this one; ``images``: images processed this run, analysed or failed
+    (:attr:`analysed` + ``len(failed)``); ``failed``: the files that failed this run; ``faces``: face rows
+    written this run.
+    """
 
     out: Path
     total: int
@@ -487,9 +513,16 @@ class BatchSummary:
     failed: list[str] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    retried: int = 0
+
+    @property
+    def analysed(self) -> int:
+        """Images analysed this run (with or without faces); failed images are not counted."""
+        return self.images - len(self.failed)
 
     @property
     def images_per_second(self) -> float:
+        """Images processed (analysed or failed) per second this run."""
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
@@ -529,12 +562,14 @@ def run_batch(files: Sequence[tuple[str, Path]], writer: PartWriter,
               tables: Callable[[Sequence[tuple[str, Path]]], Iterator["pa.Table"]],
               progress: bool = True, desc: str = "analyze") -> BatchSummary:
     """Drive ``tables(todo)`` (in-flight tables of whole images) into ``writer`` with a progress bar (images/s,
-    ETA); Ctrl-C writes what is done."""
+    ETA); Ctrl-C writes what is done. ``todo``: the ``files`` not in ``writer.done``, i.e. new ones and those
+    whose earlier try failed (retried)."""
     import pyarrow.compute as pc
     from tqdm import tqdm
 
     todo = [(n, p) for n, p in files if n not in writer.done]
-    s = BatchSummary(writer.out, len(files), skipped=len(files) - len(todo))
+    s = BatchSummary(writer.out, len(files), skipped=len(files) - len(todo),
+                     retried=sum(n in writer.failed for n, _ in todo))
     t0 = time.perf_counter()
     bar = tqdm(total=len(files), initial=s.skipped, desc=desc, unit="img", disable=not progress, smoothing=0.1)
     try:
@@ -570,7 +605,8 @@ def analyze_to_parquet(paths: Sequence[str | Path], out: str | Path, analyzer: "
 
     Args:
         analyzer: the :class:`~faceanalysis.FaceAnalyzer` to use (default: the shipped model, all tasks).
-        resume: continue a dataset that exists (its images are skipped; settings must match).
+        resume: continue a dataset that exists (its analysed images are skipped, the ones that failed are
+            retried; settings must match).
         overwrite: replace an existing dataset. Without ``resume`` / ``overwrite`` an existing one is an error.
         workers: decode + detect processes (default: usable cores - 1; 0 = all in this process).
         max_side: detector resolution (px), as in :meth:`FaceAnalyzer.analyze`; ``None`` = adaptive.
@@ -635,8 +671,10 @@ def cmd_batch(args: Any) -> int:
         _say(f"faceanalysis analyze: interrupted; the finished images are in {args.out}: run the same command with "
              f"--resume to continue", sys.stderr)
         raise
-    parts = [f"{s.images} image(s) analysed ({s.images_per_second:.2f} images/s)", f"{s.faces} face(s) written",
-             f"{len(s.failed)} failed"]
+    parts = [f"{s.analysed} image(s) analysed", f"{len(s.failed)} failed", f"{s.faces} face(s) written",
+             f"{s.images_per_second:.2f} images/s"]
+    if s.retried:
+        parts.append(f"{s.retried} had failed before (retried)")
     if s.skipped:
         parts.append(f"{s.skipped} already in {args.out} (skipped)")
     manifest = read_manifest(args.out) if s.failed else {}

@@ -276,7 +276,7 @@ def _add_analyze(sub) -> None:
                    "(e.g. faces.parquet; needs the [parquet] extra): decode + detect in worker processes, parts "
                    "written as they finish, resumable with --resume")
     p.add_argument("--resume", action="store_true", help="with --out: continue an interrupted or earlier run "
-                   "(images already in the dataset are skipped)")
+                   "(images analysed before are skipped, images that failed are retried)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="with --out: decode/detect processes (default: usable cores - 1; 0 = one process); "
                         "with --engine ray: model actors (default: the cluster's CPUs)")

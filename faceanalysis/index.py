@@ -61,11 +61,13 @@ def _faiss():
 
 @dataclass
 class Match:
-    """One search result: cosine ``similarity`` in [-1, 1] (1 = same embedding), the ``file`` and the face's
-    ``bbox`` (x0, y0, x1, y1, original-image pixels), its index in that file, and its person group (None = not
-    clustered yet or unknown)."""
+    """One indexed face: the ``file`` and the face's ``bbox`` (x0, y0, x1, y1, original-image pixels), its index
+    in that file, and its person group (None = not clustered yet or unknown). ``similarity`` is a cosine in
+    [-1, 1]: in :meth:`FaceIndex.search` results, to the query face (1 = same embedding); in
+    :meth:`FaceIndex.people` groups, to the mean embedding of the face's group (1 = the group's typical face,
+    lower for outliers), None for faces in no group."""
 
-    similarity: float
+    similarity: float | None
     file: str
     face_index: int
     bbox: tuple[float, float, float, float]
@@ -73,7 +75,8 @@ class Match:
     person: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"similarity": round(self.similarity, 4), "file": self.file, "face_index": self.face_index,
+        sim = None if self.similarity is None else round(self.similarity, 4)
+        return {"similarity": sim, "file": self.file, "face_index": self.face_index,
                 "bbox": [round(v, 1) for v in self.bbox], "face_id": self.face_id, "person": self.person}
 
 
@@ -359,12 +362,26 @@ class FaceIndex:
         return Clusters(person, sorted(counts.tolist(), reverse=True), int((labels < 0).sum()))
 
     def people(self) -> dict[int | None, list[Match]]:
-        """The stored groups: ``{person: [faces]}`` (key ``None``: unknown), from the last :meth:`cluster`."""
+        """The stored groups: ``{person: [faces]}`` (key ``None``: unknown), from the last :meth:`cluster`.
+
+        Each face's ``similarity`` is its cosine similarity to its group's mean embedding (the L2-normalised mean
+        of the members' unit embeddings): how typical of the group the face is, low for a doubtful member.
+        ``None`` for unknown faces, which have no group."""
         out: dict[int | None, list[Match]] = {}
-        for fid, path, j, x0, y0, x1, y1, person in self.con.execute(
-                "SELECT faces.id, files.path, face_index, x0, y0, x1, y1, person FROM faces JOIN files "
+        embs: dict[int, list[np.ndarray]] = {}
+        dim = int(self._meta("dim", "128"))
+        for fid, path, j, x0, y0, x1, y1, person, emb in self.con.execute(
+                "SELECT faces.id, files.path, face_index, x0, y0, x1, y1, person, embedding FROM faces JOIN files "
                 "ON files.id = faces.file_id ORDER BY person, faces.id"):
-            out.setdefault(person, []).append(Match(1.0, path, j, (x0, y0, x1, y1), fid, person))
+            out.setdefault(person, []).append(Match(None, path, j, (x0, y0, x1, y1), fid, person))
+            if person is not None:
+                embs.setdefault(person, []).append(np.frombuffer(emb, np.float32, count=dim))
+        for person, e in embs.items():
+            members = np.stack(e).astype(np.float64)
+            mean = members.mean(axis=0)
+            sims = members @ (mean / max(float(np.linalg.norm(mean)), 1e-12))
+            for m, sim in zip(out[person], sims):
+                m.similarity = float(sim)
         return out
 
     def contact_sheet(self, out: str | Path, people: int = 6, per_person: int = 8, tile: int = 96,
@@ -514,7 +531,9 @@ def add_index_parser(sub: Any) -> None:
                    help="fewest faces that make a person; the rest is 'unknown'")
     c.add_argument("--min-samples", type=int, default=MIN_SAMPLES, metavar="N", help="HDBSCAN min_samples")
     c.add_argument("--method", default="eom", choices=["eom", "leaf"], help="HDBSCAN cluster selection")
-    c.add_argument("--json", metavar="FILE", help="write the groups as JSON ({person or 'unknown': [faces]})")
+    c.add_argument("--json", metavar="FILE", help="write the groups as JSON ({person or 'unknown': [faces]}); a "
+                   "face's \"similarity\" is its cosine similarity to its group's mean embedding (how typical of "
+                   "the group it is), null for unknown faces")
     c.add_argument("--sheet", metavar="PNG", help="write a contact sheet of the largest groups")
     c.add_argument("--overwrite", action="store_true", help="replace existing --json / --sheet files")
 

@@ -117,9 +117,55 @@ def test_resume_after_kill_9(photos, tmp_path, celeba_photo_paths, onnx_analyzer
     assert keys == list(zip(r.column("file").to_pylist(), r.column("face_index").to_pylist()))
     assert read_manifest(out).keys() == read_manifest(ref).keys()
     _assert_same_faces(read_faces(out), read_faces(ref))
-    # a finished dataset resumes to a no-op
+    # a finished dataset resumes to a no-op but for the failed file, which is tried again (and fails again)
     s = analyze_to_parquet([photos], out, onnx_analyzer, resume=True, progress=False)
-    assert s.images == 0 and s.skipped == 32
+    assert s.skipped == 31 and s.retried == 1 and s.images == 1 and s.analysed == 0
+    assert s.failed == [str(photos / "broken.jpg")] and s.faces == 0
+    assert _table(out).num_rows == r.num_rows
+
+
+def test_resume_retries_failed_images(photos, tmp_path, celeba_photo_paths, onnx_analyzer):
+    """A file that failed is tried again on resume (here: still broken, then repaired); the files analysed before
+    are skipped, and no face is written twice."""
+    out = tmp_path / "faces.parquet"
+    broken = str(photos / "broken.jpg")
+    s = analyze_to_parquet([photos], out, onnx_analyzer, workers=0, progress=False)
+    assert s.images == 12 and s.failed == [broken] and read_manifest(out)[broken]["error"]
+    # still broken: retried, fails again, nothing else redone
+    s = analyze_to_parquet([photos], out, onnx_analyzer, workers=0, resume=True, progress=False)
+    assert (s.skipped, s.images, s.failed, s.faces) == (11, 1, [broken], 0), "the failed file was not retried"
+    assert (s.retried, s.analysed) == (1, 0)
+    # repaired: retried, analysed, its face written once; the manifest holds its latest record
+    shutil.copy(celeba_photo_paths[10], photos / "broken.jpg")
+    s = analyze_to_parquet([photos], out, onnx_analyzer, workers=0, resume=True, progress=False)
+    assert (s.skipped, s.images, s.failed, s.faces) == (11, 1, [], 1)
+    assert (s.retried, s.analysed) == (1, 1)
+    man = read_manifest(out)
+    assert len(man) == 12 and man[broken]["error"] is None and man[broken]["faces"] == 1
+    assert man[broken]["part"] == "part-000002.parquet"
+    t = _table(out)
+    keys = list(zip(t.column("file").to_pylist(), t.column("face_index").to_pylist()))
+    assert len(keys) == len(set(keys)) == 11 and (broken, 0) in keys
+    assert [f.bbox.tolist() for f in read_faces(out)[broken]] == \
+        [f.bbox.tolist() for f in onnx_analyzer.analyze(photos / "broken.jpg")]
+    # now everything is done
+    s = analyze_to_parquet([photos], out, onnx_analyzer, workers=0, resume=True, progress=False)
+    assert (s.skipped, s.retried, s.images) == (12, 0, 0)
+
+
+def test_summary_counts_failed_images_apart(photos, tmp_path, celeba_photo_paths, capsys):
+    """The end-of-run line reports analysed and failed images separately (a failure is not 'analysed')."""
+    out = tmp_path / "faces.parquet"
+    cmd = ["analyze", str(photos), "--out", str(out), "--backend", "onnx", "--workers", "0", "--quiet"]
+    assert main(cmd) == 1
+    err = capsys.readouterr().err
+    assert "broken.jpg: error: cannot decode" in err
+    assert "11 image(s) analysed, 1 failed, 10 face(s) written" in err, err
+    shutil.copy(celeba_photo_paths[10], photos / "broken.jpg")
+    assert main([*cmd, "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "1 image(s) analysed, 0 failed, 1 face(s) written" in err, err
+    assert "1 had failed before (retried)" in err and "11 already in" in err, err
 
 
 def _children(pid: int) -> list[int]:

@@ -66,7 +66,8 @@ def test_sidecars(tiny_onnx, tiny_weights):
         assert len(side["class_names"]["parsing"]) == 19 and len(side["class_names"]["expression"]) == 7
         assert side["parity"]["measured"] and "embedding_cosine_mean" in side["parity"]["metrics"]
         sizes[prec] = side["size_bytes"]
-    assert read_sidecar(tiny_onnx["int8"])["calibration"]["images"] == 16
+    # dynamic int8, the default ONNX route, is not calibrated: the crops given are not used or recorded
+    assert read_sidecar(tiny_onnx["int8"])["calibration"] is None
     assert sizes["fp16"] < 0.6 * sizes["fp32"]
 
 
@@ -156,12 +157,26 @@ def test_tflite_int8_parity_floors(default_weights, data_root, tmp_path):
     assert path.stat().st_size <= fp32_bytes / 2.5  # weights really are int8
 
 
-@pytest.mark.parametrize("prec", ["int8-dynamic", "int8-full"])
-def test_tflite_unsupported_int8_variants(tiny_weights, tiny_inputs, tmp_path, prec):
+def test_tflite_int8_full_refused(tiny_weights, tiny_inputs, tmp_path):
     pytest.importorskip("litert_torch", reason="pip install 'faceanalysis[export]'")
     with pytest.raises(FaceAnalysisError, match="use --precision int8"):
-        export_artifact("tflite", prec, tiny_weights, tmp_path, calib=tiny_inputs[0], parity_x=tiny_inputs[1])
+        export_artifact("tflite", "int8-full", tiny_weights, tmp_path, calib=tiny_inputs[0], parity_x=tiny_inputs[1])
     assert not list(tmp_path.glob("*.tflite"))
+
+
+def test_tflite_int8_dynamic_without_calibration(tiny_weights, tiny_inputs, tmp_path):
+    """fp32 conversion + ai-edge-quantizer dynamic range: int8 weights, no calibration crops, parity floors met."""
+    pytest.importorskip("litert_torch", reason="pip install 'faceanalysis[export]'")
+    pytest.importorskip("ai_edge_quantizer", reason="pip install 'faceanalysis[export]'")
+    from faceanalysis.export.runners import TFLiteRunner
+
+    model, _ = load_model(tiny_weights)
+    path = export_artifact("tflite", "int8-dynamic", tiny_weights, tmp_path, calib=None, parity_x=tiny_inputs[1])
+    x = tiny_inputs[1]
+    m = compare(torch_reference(model, x), run_batched(TFLiteRunner(path, threads=1), x))
+    assert failures(m, "int8") == [], m
+    fp32_bytes = 4 * sum(p.numel() for p in model.parameters())
+    assert path.stat().st_size <= fp32_bytes / 1.8  # the FC / conv weights really are int8 (fp32 file: >= 1x)
 
 
 def test_coreml_spec_tiny(tiny_weights, tmp_path):
@@ -212,11 +227,48 @@ def test_calibration_folder_without_faces(tiny_weights, tmp_path):
     folder.mkdir()
     cv2.imwrite(str(folder / "wall.png"), np.full((200, 200, 3), 127, np.uint8))
     with pytest.raises(FaceAnalysisError, match="no detectable face"):
-        export_artifact("onnx", "int8", tiny_weights, tmp_path / "o", calib_data=folder)
+        export_artifact("onnx", "int8", tiny_weights, tmp_path / "o", calib_data=folder, onnx_int8_method="static")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(FaceAnalysisError, match="contains no images"):
-        export_artifact("onnx", "int8", tiny_weights, tmp_path / "o", calib_data=empty)
+        export_artifact("onnx", "int8", tiny_weights, tmp_path / "o", calib_data=empty, onnx_int8_method="static")
+
+
+def test_dynamic_int8_onnx_collects_no_calibration_crops(tiny_weights, photo_folders, data_root, tmp_path,
+                                                         monkeypatch, capsys):
+    """Dynamic int8 ONNX (the default route) does not use calibration crops, so export does not collect them
+    (detection over the calibration photos is slow); static int8 ONNX and TFLite int8 still do."""
+    from faceanalysis.export import calibration
+    from faceanalysis.export.cli import main
+
+    def collect(*a, **k):
+        raise FaceAnalysisError("calibration crops collected")
+
+    for name in ("calibration_inputs", "training_crops", "folder_crops"):
+        monkeypatch.setattr(calibration, name, collect)
+    calib, _ = photo_folders
+    out = tmp_path / "out"
+    # the CLI, with the data pack present and with --calib-data
+    assert main(["--format", "onnx", "--precision", "int8", "--weights", str(tiny_weights), "--no-check",
+                 "-o", str(out)]) == 0, capsys.readouterr().err
+    side = read_sidecar(out / "tiny.int8.onnx")
+    assert side["calibration"] is None and side["int8_method"] == "dynamic"
+    assert main(["--format", "onnx", "--precision", "int8", "--weights", str(tiny_weights), "--no-check",
+                 "--calib-data", str(calib), "--overwrite", "-o", str(out)]) == 0, capsys.readouterr().err
+    assert "--calib-data is not used for onnx int8" in capsys.readouterr().out
+    # the Python API
+    path = export_artifact("onnx", "int8", tiny_weights, tmp_path / "api", calib_data=calib, measure_parity=False)
+    assert read_sidecar(path)["calibration"] is None
+    # static int8 does collect them
+    assert main(["--format", "onnx", "--precision", "int8", "--onnx-int8", "static", "--weights", str(tiny_weights),
+                 "--no-check", "--overwrite", "-o", str(out)]) == 2
+    assert "calibration crops collected" in capsys.readouterr().err
+    from faceanalysis.export import needs_calibration
+
+    assert [needs_calibration(f, p) for f, p in [("onnx", "int8"), ("onnx", "fp32"), ("tflite", "int8"),
+                                                  ("tflite", "int8-dynamic"), ("coreml", "int8")]] == \
+        [False, False, True, False, False]
+    assert needs_calibration("onnx", "int8", "static")
 
 
 def test_weights_not_matching_config(tiny_weights, tmp_path):
@@ -275,11 +327,11 @@ def test_export_on_user_photos_needs_no_data_pack(tiny_weights, photo_folders, t
     calib, check = photo_folders
     monkeypatch.setenv("FACEANALYSIS_DATA", str(tmp_path / "no_pack"))
     monkeypatch.chdir(tmp_path)  # ../shared/data must not be found relative to the working directory either
-    rc = main(["--format", "onnx", "--precision", "int8", "--weights", str(tiny_weights), "--calib-data", str(calib),
-               "--check-data", str(check), "-o", str(tmp_path / "out")])
+    rc = main(["--format", "onnx", "--precision", "int8", "--onnx-int8", "static", "--weights", str(tiny_weights),
+               "--calib-data", str(calib), "--check-data", str(check), "-o", str(tmp_path / "out")])
     assert rc == 0, capsys.readouterr().err
     side = read_sidecar(tmp_path / "out" / "tiny.int8.onnx")
-    assert side["calibration"] == {"images": 6, "source": "calib/ (--calib-data)"}
+    assert side["calibration"] == {"images": 6, "source": "calib/ (--calib-data)"} and side["int8_method"] == "static"
     assert side["parity"]["measured"] and side["parity"]["images"] == "3 faces from check/ (--check-data)"
     assert side["parity"]["metrics"]["n"] == 3
 
@@ -290,9 +342,15 @@ def test_export_without_pack_or_photos(tiny_weights, photo_folders, tmp_path, mo
     monkeypatch.setenv("FACEANALYSIS_DATA", str(tmp_path / "no_pack"))
     monkeypatch.chdir(tmp_path)
     base = ["--weights", str(tiny_weights), "-o", str(tmp_path / "out")]
-    # int8 cannot be calibrated: the error names --calib-data
-    assert main(["--format", "onnx", "--precision", "int8", *base]) == 2
-    assert "--calib-data" in capsys.readouterr().err
+    # static int8 cannot be calibrated: the error names --calib-data
+    assert main(["--format", "onnx", "--precision", "int8", "--onnx-int8", "static", *base]) == 2
+    assert "--calib-data" in capsys.readouterr().err and not (tmp_path / "out" / "tiny.int8.onnx").exists()
+    # dynamic int8 (the default) needs no calibration photos
+    assert main(["--format", "onnx", "--precision", "int8", "--no-check", *base]) == 0
+    assert read_sidecar(tmp_path / "out" / "tiny.int8.onnx")["calibration"] is None
+    # --onnx-int8 is for the ONNX int8 artifact only
+    assert main(["--format", "onnx", "--precision", "fp32", "--onnx-int8", "static", *base]) == 2
+    assert "--onnx-int8" in capsys.readouterr().err
     # --check cannot check: exit 2 before any work
     assert main(["--format", "onnx", "--precision", "fp32", "--check", *base]) == 2
     assert "--check-data" in capsys.readouterr().err and not (tmp_path / "out" / "tiny.fp32.onnx").exists()

@@ -59,6 +59,8 @@ def test_add_search_cluster_round_trip(photos, tmp_path, fa):
             persons = {m.person for ms_ in groups.values() for m in ms_ if Path(m.file).name.startswith(f"p{i}_")}
             assert len(persons) == 1 and None not in persons, (i, persons)
         assert {Path(m.file).name for m in groups.get(None, [])} <= {"p4_0.jpg", "p5_0.jpg"}
+        _check_group_similarities({"unknown" if p is None else str(p): [m.to_dict() for m in ms]
+                                   for p, ms in groups.items()}, db)
         assert idx.search(photos / "p0_1.jpg", k=1)[0][0].person is not None  # search shows the person
         sheet = idx.contact_sheet(tmp_path / "sheet.png", people=3, per_person=3)
         assert cv2.imread(str(sheet)).shape[0] > 96
@@ -92,7 +94,29 @@ def test_cli_round_trip(photos, tmp_path, capsys):
     assert "people" in capsys.readouterr().out
     groups = json.loads((tmp_path / "people.json").read_text())
     assert sum(map(len, groups.values())) == 14 and set(groups) - {"unknown"}
+    _check_group_similarities(groups, db)
     assert (tmp_path / "people.png").is_file()
+
+
+def _check_group_similarities(groups: dict[str, list[dict]], db: str | Path) -> None:
+    """Each grouped face's "similarity" is the cosine of its embedding to its group's normalised mean embedding
+    (computed here from the database); unknown faces have none."""
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        emb = {fid: np.frombuffer(e, np.float32) for fid, e in con.execute("SELECT id, embedding FROM faces")}
+    sims = []
+    for person, faces in groups.items():
+        if person == "unknown":
+            assert all(f["similarity"] is None for f in faces)
+            continue
+        e = np.stack([emb[f["face_id"]] for f in faces]).astype(np.float64)
+        mean = e.mean(axis=0)
+        want = e @ (mean / np.linalg.norm(mean))
+        np.testing.assert_allclose([f["similarity"] for f in faces], want, atol=1e-4)
+        sims += [f["similarity"] for f in faces]
+    # the variants of a photo are alike but not identical: below 1, well above chance
+    assert sims and all(0.3 < v < 0.9999 for v in sims), sims
 
 
 def test_bad_inputs(photos, tmp_path, capsys, monkeypatch, fa, tiny_weights):

@@ -59,7 +59,12 @@ def test_ray_equals_the_single_process_path(local_ray, tmp_path, celeba_photo_pa
             np.testing.assert_allclose(np.array(x, float), np.array(y, float), atol=2e-2 if col == "landmarks" else 1e-3,
                                        err_msg=col)
     assert read_manifest(out).keys() == read_manifest(local).keys()
-    # the CLI engine flag, resuming the finished dataset on the running cluster: nothing left to do
+    # the CLI engine flag, resuming the finished dataset on the running cluster: only the failed file is tried
+    # again (and fails again: exit status 1), the analysed ones are skipped
     assert main(["analyze", str(photos), "--out", str(out), "--engine", "ray", "--resume", "--backend", "onnx",
-                 "--quiet"]) == 0
-    assert "50 already in" in capsys.readouterr().err
+                 "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "0 image(s) analysed, 1 failed, 0 face(s) written" in err and "1 had failed before (retried)" in err, err
+    assert "49 already in" in err and "broken.jpg: error:" in err, err
+    assert pq.read_table(out).num_rows == a.num_rows  # nothing written twice
+    assert read_manifest(out).keys() == read_manifest(local).keys()

@@ -71,8 +71,8 @@ def test_export_section_states_the_default_precision_and_its_calibration():
     section = README.read_text().split("## Export and speed", 1)[1].split("\n## ", 1)[0]
     intro = " ".join(section.split("```", 1)[0].split())
     assert DEFAULT_PRECISION["onnx"] == DEFAULT_PRECISION["tflite"] == "int8"
-    assert "Without `--precision`, ONNX (and TFLite) export int8, which needs calibration photos" in intro
-    assert "(`--calib-data DIR`, or the data pack when present); fp32 needs none" in intro
+    assert "Without `--precision`, ONNX (and TFLite) export int8. ONNX int8 is dynamic and needs no photos" in intro
+    assert "TFLite int8 (static) needs calibration photos (`--calib-data DIR`, or the data pack when present)" in intro
 
 
 def test_readme_names_no_moved_paths():

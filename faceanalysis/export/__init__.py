@@ -30,14 +30,29 @@ SIDECAR_SUFFIX = ".json"
 PRECISION_NOTES = {
     "fp32": "float32 weights and activations",
     "fp16": "float16 weights and activations (float32 input/outputs)",
-    "int8": "ONNX: dynamic quantization of the weight MatMul/Gemm layers (int8 weights, uint8 activations quantized "
-            "per run, reduce_range); attention matmuls, Conv, softmax, LayerNorm and the output activations stay "
-            "float. TFLite: int8 weights (per-channel) and activations for Linear/Conv2d, static calibration on "
-            "aligned training crops",
+    "int8": "int8 weights (per-channel) and activations for Linear/Conv2d, static calibration on aligned training "
+            "crops; softmax, LayerNorm, GELU and the output activations stay float",
     "int8-dynamic": "int8 weights (per-channel), activations quantised on the fly (float I/O)",
     "int8-full": "full-integer: int8 weights and activations for every op, int8 input and outputs "
                  "(for integer-only accelerators; larger drift)",
 }
+#: the notes that differ by format (the sidecar reads :func:`precision_note`)
+FORMAT_PRECISION_NOTES = {
+    ("onnx", "int8"): "dynamic quantization of the weight MatMul/Gemm layers (int8 weights, uint8 activations "
+                      "quantized per run, reduce_range); attention matmuls, Conv, softmax, LayerNorm and the output "
+                      "activations stay float",
+    ("onnx", "int8-static"): "static QDQ quantization of the MatMul/Gemm/Conv layers (per-channel int8 weights, int8 "
+                             "activations calibrated (MinMax) on aligned face crops); the task heads stay float",
+    ("tflite", "int8-dynamic"): "int8 per-channel weights of every FULLY_CONNECTED / CONV_2D op (ai-edge-quantizer "
+                                "dynamic range), activations quantised on the fly by the kernels (float I/O)",
+    ("coreml", "int8"): "fp16 compute with int8 per-channel weights (linear_quantize_weights)",
+}
+
+
+def precision_note(fmt: str, precision: str, onnx_int8_method: str = "dynamic") -> str:
+    """What ``precision`` means for ``fmt`` (the sidecar's ``precision_note``)."""
+    key = (fmt, "int8-static" if (fmt, precision, onnx_int8_method) == ("onnx", "int8", "static") else precision)
+    return FORMAT_PRECISION_NOTES.get(key, PRECISION_NOTES[precision])
 
 
 #: what to install for a missing module: runtimes name the light package, toolchains the export extra
@@ -71,6 +86,21 @@ def require_export_extra(what: str = "faceanalysis export") -> None:
     if not _lazy.torch_available():
         raise FaceAnalysisError(f"{what} needs the export extra (torch, timm, onnx, ...), which is not installed: "
                                 f"{EXPORT_HINT}")
+
+
+#: the int8 routes of ONNX export (:func:`faceanalysis.export.onnx_export.to_int8`): ``dynamic`` (the default; int8
+#: weights, activations quantized per run, nothing calibrated) or ``static`` (QDQ, activations calibrated on crops)
+ONNX_INT8_METHODS = ("dynamic", "static")
+
+
+def needs_calibration(fmt: str, precision: str, onnx_int8_method: str = "dynamic") -> bool:
+    """Whether exporting ``fmt`` at ``precision`` reads calibration crops: static int8 ONNX
+    (``onnx_int8_method="static"``) and TFLite int8 / int8-full (activation ranges calibrated ahead). Dynamic int8
+    ONNX (the default) and TFLite int8-dynamic quantize activations per run, and CoreML int8 quantizes the weights
+    only: they use no calibration crops, so none are collected for them."""
+    if fmt == "onnx":
+        return precision == "int8" and onnx_int8_method == "static"
+    return fmt == "tflite" and precision in ("int8", "int8-full")
 
 
 def check_choice(fmt: str, precision: str) -> None:
@@ -110,4 +140,5 @@ def export_artifact(*args: Any, **kwargs: Any) -> Path:
 
 
 __all__ = ["FORMATS", "RELEASE", "EXTENSIONS", "DEFAULT_OUTPUT", "export_artifact", "check_choice", "artifact_name", "sidecar_path",
-           "read_sidecar", "require", "require_export_extra"]
+           "read_sidecar", "require", "require_export_extra", "ONNX_INT8_METHODS", "needs_calibration",
+           "precision_note"]

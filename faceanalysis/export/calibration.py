@@ -117,7 +117,8 @@ def calibration_inputs(pre: PreprocessConfig, calib_data: str | Path | None = No
 
         raise FaceAnalysisError(f"int8 calibration needs face photos and no data pack was found at "
                                 f"{default_data_root()}: pass --calib-data DIR (a folder of your own photos with "
-                                f"faces; a few hundred faces work best), or export fp32 / fp16, which need none")
+                                f"faces; a few hundred faces work best), or export fp32 / fp16 or dynamic int8 ONNX "
+                                f"(--onnx-int8 dynamic, the default), which need none")
     return normalise_array(training_crops(pre, n, data_root=root), pre)
 
 

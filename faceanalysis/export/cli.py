@@ -5,7 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
-from . import DEFAULT_OUTPUT, FORMATS, RELEASE, check_choice, require_export_extra, sidecar_path
+from . import (DEFAULT_OUTPUT, FORMATS, ONNX_INT8_METHODS, RELEASE, check_choice, needs_calibration,
+               require_export_extra, sidecar_path)
 from .._argparse import HelpFormatter
 from ..errors import FaceAnalysisError, run_command
 
@@ -18,11 +19,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export the model to ONNX / TFLite / CoreML. Every artifact gets a JSON sidecar "
                     "(<artifact>.json) with its input normalisation, outputs, class names, source-weights hash "
                     "and parity numbers measured against PyTorch. Needs the export extra "
-                    "(pip install 'faceanalysis[export]'). Calibration (int8) and the parity check read the data "
-                    "pack when it is there, or your own photos (--calib-data / --check-data).",
+                    "(pip install 'faceanalysis[export]'). Calibration (TFLite int8, ONNX int8 with --onnx-int8 "
+                    "static; dynamic int8 ONNX, the default, needs none) and the parity check read the data pack "
+                    "when it is there, or your own photos (--calib-data / --check-data).",
         epilog="precisions: " + "; ".join(f"{f}: {', '.join(p)}" for f, p in FORMATS.items())
                + ". Examples: faceanalysis export --format onnx --precision fp32 -o my_export;  faceanalysis export "
-                 "--format onnx --precision int8 --calib-data my_photos/ --check-data other_photos/ -o my_export")
+                 "--format tflite --precision int8 --calib-data my_photos/ --check-data other_photos/ -o my_export")
     p.add_argument("--format", help="onnx, tflite or coreml (comma-separated for several); required unless --all")
     p.add_argument("--precision", help="fp32, fp16, int8, ... (comma-separated; default: onnx/tflite int8, "
                                        "coreml fp16)")
@@ -30,9 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the six release artifacts: onnx fp32/fp16/int8, tflite fp32/int8, coreml fp16")
     p.add_argument("--weights", help="safetensors weights (default: the shipped weights)")
     p.add_argument("--calib-data", metavar="DIR",
-                   help="folder of your own face photos for int8 calibration (faces are detected and aligned); "
-                        "default: training images of the data pack, when it is there")
+                   help="folder of your own face photos for int8 calibration (faces are detected and aligned) of "
+                        "TFLite int8 and ONNX --onnx-int8 static; default: training images of the data pack, when "
+                        "it is there")
     p.add_argument("--calib-n", type=int, default=300, help="calibration faces")
+    p.add_argument("--onnx-int8", choices=ONNX_INT8_METHODS, default="dynamic",
+                   help="ONNX int8 route: dynamic (int8 weights of the MatMul/Gemm layers, activations quantized per "
+                        "run; no calibration photos needed) or static (QDQ, int8 activations calibrated on "
+                        "--calib-data or the data pack)")
     p.add_argument("--check-data", metavar="DIR",
                    help="folder of your own face photos for the parity check (use photos that are not in "
                         "--calib-data); default: held-out test images of the data pack, when it is there; "
@@ -93,6 +100,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.coreml_input == "image" and args.coreml_batch != 1:
         raise FaceAnalysisError("--coreml-batch needs --coreml-input tensor: a CoreML image input is one picture; "
                                 "batch images with MLModel.predictions(fromBatch:)")
+    if args.onnx_int8 != "dynamic" and ("onnx", "int8") not in jobs:
+        raise FaceAnalysisError("--onnx-int8 needs --format onnx --precision int8 (or --all)")
     if not 1 <= args.coreml_batch <= 1024:
         raise FaceAnalysisError(f"--coreml-batch must lie in 1..1024 (got {args.coreml_batch})")
     if args.calib_n < 1 or args.parity_n < 1:
@@ -121,7 +130,7 @@ def _run(args: argparse.Namespace) -> int:
         path = export_artifact(fmt, prec, args.weights, args.output, args.calib_data, args.calib_n, args.parity_n,
                                args.data_root, calib=shared.get("calib"), parity_x=shared.get("parity"),
                                measure_parity=not args.no_check, parity_source=shared.get("parity_source"),
-                               **_coreml_options(args, fmt))
+                               **_coreml_options(args, fmt), **_onnx_options(args, fmt, prec))
         side = json.loads(sidecar_path(path).read_text())
         from .parity import format_metrics
 
@@ -139,14 +148,20 @@ def _coreml_options(args: argparse.Namespace, fmt: str) -> dict:
     return {"coreml_input": args.coreml_input, "coreml_batch": args.coreml_batch} if fmt == "coreml" else {}
 
 
+def _onnx_options(args: argparse.Namespace, fmt: str, precision: str) -> dict:
+    """--onnx-int8 for the ONNX int8 job (the other artifacts have one route each)."""
+    return {"onnx_int8_method": args.onnx_int8} if (fmt, precision) == ("onnx", "int8") else {}
+
+
 def _shared_inputs(args: argparse.Namespace, jobs: list[tuple[str, str]]) -> dict:
-    """Calibration / parity crops computed once for all artifacts of this command."""
+    """Calibration / parity crops computed once for all artifacts of this command; calibration crops only when
+    an artifact uses them (:func:`~faceanalysis.export.needs_calibration`)."""
     from ..weights import DEFAULT_WEIGHTS, read_config
     from .calibration import calibration_inputs, check_inputs
 
     cfg = read_config(args.weights or DEFAULT_WEIGHTS)
     out: dict = {}
-    if any(p.startswith("int8") and p != "int8-dynamic" and f != "coreml" for f, p in jobs):
+    if any(needs_calibration(f, p, args.onnx_int8) for f, p in jobs):
         out["calib"] = calibration_inputs(cfg.preprocess, args.calib_data, args.calib_n, args.data_root)
     if not args.no_check and any(f != "coreml" for f, _ in jobs):
         out["parity"], out["parity_source"] = check_inputs(cfg.preprocess, args.check_data, args.parity_n,

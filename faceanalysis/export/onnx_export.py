@@ -3,7 +3,9 @@
 int8 (:func:`to_int8`) is dynamic quantization of the MatMul / Gemm layers with constant weights (int8 weights,
 uint8 activations quantized per run, ``reduce_range`` for x86 CPUs without VNNI), the route that measured fastest
 on this x86 AVX2 CPU among the variants in ``benchmarks/export_bench.md`` (static QDQ s8s8 -- the former route --
-was 1.5x *slower* than fp32) with the smallest drift; ``method="static"`` keeps the static QDQ route."""
+was 1.5x *slower* than fp32) with the smallest drift; ``method="static"`` keeps the static QDQ route
+(``faceanalysis export --onnx-int8 static``), the only ONNX route that reads calibration crops, so the exporter
+collects them for it alone."""
 from __future__ import annotations
 
 import json
@@ -15,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import INPUT_NAME, require
+from . import INPUT_NAME, ONNX_INT8_METHODS, require
 from ..errors import FaceAnalysisError
 
 OPSET = 17
@@ -86,8 +88,8 @@ class _Reader:
         self.i = 0
 
 
-#: the int8 routes of :func:`to_int8`
-INT8_METHODS = ("dynamic", "static")
+#: the int8 routes of :func:`to_int8` (only ``static`` reads calibration crops)
+INT8_METHODS = ONNX_INT8_METHODS
 #: op types of the dynamic route (Conv stays float: dynamic int8 Conv ran 1.9x slower than fp32 here)
 DYNAMIC_OPS = ["MatMul", "Gemm"]
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from . import (DEFAULT_OUTPUT, EXTENSIONS, INPUT_NAME, PRECISION_NOTES, artifact_name, check_choice,
-               require_export_extra, sidecar_path)
+from . import (DEFAULT_OUTPUT, EXTENSIONS, INPUT_NAME, ONNX_INT8_METHODS, artifact_name,
+               check_choice, needs_calibration, precision_note, require_export_extra, sidecar_path)
 from ..config import FaceAnalysisConfig
 from ..errors import FaceAnalysisError
 
@@ -100,16 +100,20 @@ def export_artifact(fmt: str, precision: str, weights: str | Path | None = None,
                     data_root: str | Path | None = None, calib: np.ndarray | None = None,
                     parity_x: np.ndarray | None = None, check: bool = False, check_data: str | Path | None = None,
                     measure_parity: bool = True, parity_source: str | None = None, coreml_input: str = "tensor",
-                    coreml_batch: int = 1) -> Path:
+                    coreml_batch: int = 1, onnx_int8_method: str = "dynamic") -> Path:
     """Export one artifact and write its sidecar; returns the artifact path.
 
-    Calibration (int8) uses ``calib_data`` (a folder of face photos) or else the data pack's training splits;
+    Calibration uses ``calib_data`` (a folder of face photos) or else the data pack's training splits, and is
+    collected only for the artifacts that use it (:func:`~faceanalysis.export.needs_calibration`: TFLite int8 and
+    static int8 ONNX; not dynamic int8 ONNX, TFLite int8-dynamic, CoreML or float precisions);
     the parity check uses ``check_data`` (a folder of face photos) or else the pack's held-out test splits,
     and is skipped (noted in the sidecar) when neither is there or ``measure_parity`` is False.
     ``calib`` / ``parity_x`` (normalised crops, described by ``parity_source``) override both (used by tests
     and to share crops between artifacts). With ``check``, parity floors that are missed raise.
     ``coreml_input`` / ``coreml_batch``: CoreML input kind (``"tensor"`` or ``"image"``) and flexible batch size
     (:mod:`faceanalysis.export.coreml_export`); other formats refuse anything but the defaults.
+    ``onnx_int8_method``: the int8 ONNX route (:func:`~faceanalysis.export.onnx_export.to_int8`): ``"dynamic"``
+    (default, no calibration) or ``"static"`` (calibrated; raises when no calibration photos are found).
     """
     from ..weights import DEFAULT_WEIGHTS, file_sha256, load_model
     from .calibration import calibration_inputs, check_inputs
@@ -118,14 +122,20 @@ def export_artifact(fmt: str, precision: str, weights: str | Path | None = None,
     check_choice(fmt, precision)
     if fmt != "coreml" and (coreml_input != "tensor" or coreml_batch != 1):
         raise FaceAnalysisError(f"--coreml-input / --coreml-batch apply to --format coreml only (not {fmt})")
+    if onnx_int8_method not in ONNX_INT8_METHODS:
+        raise FaceAnalysisError(f"unknown ONNX int8 method {onnx_int8_method!r} (--onnx-int8); choose from "
+                                f"{ONNX_INT8_METHODS}")
+    if onnx_int8_method != "dynamic" and (fmt, precision) != ("onnx", "int8"):
+        raise FaceAnalysisError(f"--onnx-int8 applies to --format onnx --precision int8 only (not {fmt} {precision})")
     weights = Path(weights) if weights is not None else DEFAULT_WEIGHTS
     if calib_data is not None and not Path(calib_data).exists():
         raise FaceAnalysisError(f"calibration data {calib_data} does not exist; give a folder of face photos")
     if check_data is not None and not Path(check_data).is_dir():
         raise FaceAnalysisError(f"check data {check_data} is not a folder; give a folder of face photos")
-    needs_calib = precision in ("int8", "int8-full") and fmt in ("onnx", "tflite")
+    needs_calib = needs_calibration(fmt, precision, onnx_int8_method)
     if calib_data is not None and not needs_calib:
-        print(f"note: --calib-data is not used for {fmt} {precision}")
+        why = " (dynamic quantization; --onnx-int8 static calibrates)" if (fmt, precision) == ("onnx", "int8") else ""
+        print(f"note: --calib-data is not used for {fmt} {precision}{why}")
     model, cfg = load_model(weights)  # raises when the weights do not match their config
     path = resolve_output(out, weights, fmt, precision)
     sha = file_sha256(weights)
@@ -148,7 +158,7 @@ def export_artifact(fmt: str, precision: str, weights: str | Path | None = None,
             elif precision == "fp16":
                 onnx_export.to_fp16(fp32, path)
             else:
-                onnx_export.to_int8(fp32, path, calib)
+                onnx_export.to_int8(fp32, path, calib if needs_calib else None, method=onnx_int8_method)
         elif fmt == "tflite":
             from . import tflite_export
 
@@ -163,7 +173,7 @@ def export_artifact(fmt: str, precision: str, weights: str | Path | None = None,
     seconds = time.time() - t0
     size = _size(path)
     side: dict[str, Any] = {
-        "format": fmt, "precision": precision, "precision_note": PRECISION_NOTES[precision],
+        "format": fmt, "precision": precision, "precision_note": precision_note(fmt, precision, onnx_int8_method),
         "file": path.name, "size_bytes": size,
         "input": {"name": INPUT_NAME, "shape": ["N" if fmt == "onnx" else 1, 3, cfg.model.input_size,
                                                  cfg.model.input_size], **preprocessing(cfg)},
@@ -171,6 +181,8 @@ def export_artifact(fmt: str, precision: str, weights: str | Path | None = None,
         "weights": {"file": weights.name, "sha256": sha}, "config": json.loads(cfg.to_json()),
         "calibration": calib_info, "tools": _versions(fmt), "export_seconds": round(seconds, 1),
     }
+    if (fmt, precision) == ("onnx", "int8"):
+        side["int8_method"] = onnx_int8_method
     if fmt == "tflite":
         from .tflite_export import SIGNATURE
         side["signature"] = SIGNATURE

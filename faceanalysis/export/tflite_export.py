@@ -1,4 +1,4 @@
-"""TFLite export (Android / ARM) with litert-torch: fp32, PT2E int8 (static or dynamic).
+"""TFLite export (Android / ARM) with litert-torch: fp32, PT2E int8 (static), dynamic-range int8.
 
 The model gets one signature ``face`` with input ``input`` (1, 3, S, S) float32 and one output per
 model output, named as in ONNX. ``int8`` is static PT2E quantization of the Linear / Conv2d layers only
@@ -8,14 +8,22 @@ GELU, adds, bilinear resize, the landmark soft-argmax, the output activations (s
 L2 normalise). Some layers stay float on purpose (:data:`FLOAT_MODULES`): the first stem conv (else the
 converter turns the model input into int8), the pixel decoder's output conv (its int8 output ruins the
 landmark heatmaps: 28 px error) and every layer whose input does not depend on the image (the decoder's
-first self-attention over the constant task tokens, folded to constants). ``int8-dynamic`` and
-``int8-full`` are refused with a clear error (see :func:`export`).
+first self-attention over the constant task tokens, folded to constants).
+
+``int8-dynamic`` is the fp32 conversion followed by post-training dynamic-range quantization of the
+``.tflite`` with ai-edge-quantizer (Google's LiteRT quantizer): per-channel int8 weights of every
+FULLY_CONNECTED and CONV_2D op, activations quantized on the fly by the kernels, nothing calibrated.
+(litert-torch's own PT2E dynamic route fails in the converter: its dynamic-range pass quantizes the
+decoder's constant task-token queries into an int8 ``batch_matmul`` that fails verification; the
+quantizer's stock ``dynamic_wi8_afp32`` recipe, which also takes BATCH_MATMUL and the constant task-token
+operands, gives NaN outputs.) ``int8-full`` (integer-only input) is refused with a clear error.
 
 Why not the quantizer's default annotation: it also quantizes softmax / sigmoid with fixed int8 output
 params, add, mul and cat; the interpreter then rejects the int8 SOFTMAX over 4096 heatmap cells.
 """
 from __future__ import annotations
 
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -54,27 +62,52 @@ def export(model: torch.nn.Module, cfg: FaceAnalysisConfig, path: Path, precisio
     if precision == "int8-full":
         raise FaceAnalysisError(f"TFLite int8-full (integer-only input) is not available with litert-torch {version}; "
                                 "use --precision int8 (int8 weights and activations, float input / outputs)")
-    if precision == "int8-dynamic":
-        raise FaceAnalysisError(
-            f"TFLite int8-dynamic does not convert with litert-torch {version} on this model (its dynamic-range "
-            "pass quantizes the decoder's constant task-token queries into an int8 batch_matmul the converter "
-            "rejects); use --precision int8 (static, float input / outputs)")
     s = cfg.model.input_size
     wrapper = _DictWrapper(model).eval()
     x = torch.from_numpy(calib[:1]) if calib is not None else torch.zeros(1, 3, s, s)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            if precision == "fp32":
+            if precision in ("fp32", "int8-dynamic"):
                 edge = litert_torch.signature(SIGNATURE, wrapper, sample_kwargs={INPUT_NAME: x}).convert()
             else:
                 edge = _convert_pt2e(litert_torch, wrapper, x, precision, calib)
         except (RuntimeError, ValueError) as err:  # converter-pass failures surface as ValueError
             raise FaceAnalysisError(f"litert-torch {version} could not convert the model at {precision} "
                                     f"({str(err).splitlines()[0][:300]})") from err
-    edge.export(str(path))
+    if precision == "int8-dynamic":
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32 = Path(tmp) / "fp32.tflite"
+            edge.export(str(fp32))
+            _dynamic_range_int8(fp32, path)
+    else:
+        edge.export(str(path))
     _smoke_test(path, x.numpy())
     return path
+
+
+#: TFLite ops whose constant weights the int8-dynamic export quantizes (per channel, 8 bits)
+DYNAMIC_OPS = ("FULLY_CONNECTED", "CONV_2D")
+
+
+def _dynamic_range_int8(src: Path, dst: Path) -> Path:
+    """Dynamic-range int8 of the fp32 ``src`` with ai-edge-quantizer: int8 per-channel weights of
+    :data:`DYNAMIC_OPS`, float activations (quantized per run by the kernels), every other op float."""
+    quantizer = require("ai_edge_quantizer.quantizer", "TFLite int8-dynamic export")
+    from ai_edge_quantizer import qtyping
+
+    qt = quantizer.Quantizer(str(src))
+    for op in DYNAMIC_OPS:
+        qt.add_dynamic_config(".*", getattr(qtyping.TFLOperationName, op), 8)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            qt.quantize().export_model(str(dst), overwrite=True)
+        dst.chmod(0o644)  # the quantizer writes it executable
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise FaceAnalysisError(f"ai-edge-quantizer could not quantize the TFLite model "
+                                f"({str(err).splitlines()[0][:300]})") from err
+    return dst
 
 
 def _smoke_test(path: Path, x: np.ndarray) -> None:
@@ -97,16 +130,15 @@ def _convert_pt2e(litert_torch, wrapper: torch.nn.Module, x: torch.Tensor, preci
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    dynamic = precision == "int8-dynamic"
-    if not dynamic and (calib is None or len(calib) == 0):
+    if calib is None or len(calib) == 0:
         raise FaceAnalysisError("static int8 TFLite export needs calibration crops")
-    qconfig = pq.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
+    qconfig = pq.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
     quantizer = _layer_quantizer(pq, qconfig)
     graph = torch.export.export(wrapper, (), {INPUT_NAME: x}).module()
     graph = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
-        for i in tqdm(range(len(calib) if not dynamic else 1), desc="calibrate (tflite)", leave=False):
-            graph(**{INPUT_NAME: torch.from_numpy(calib[i:i + 1]) if not dynamic else x})
+        for i in tqdm(range(len(calib)), desc="calibrate (tflite)", leave=False):
+            graph(**{INPUT_NAME: torch.from_numpy(calib[i:i + 1])})
     graph = convert_pt2e(graph, fold_quantize=False)
     move_exported_model_to_eval(graph)
     # QuantConfig only reads the global config to pick the converter's STATIC / DYNAMIC QDQ mode

@@ -93,18 +93,20 @@ def _argmax_warp(logits: np.ndarray, inverse: np.ndarray, size: tuple[int, int])
     """Class ids on an output grid of ``size`` (W, H) whose pixel p reads the logit maps at ``inverse @ p``:
     each class's logits are warped bilinearly (smooth boundaries at the output resolution) and the running
     argmax kept, one channel at a time so a large face never needs all maps at full size. Outside the maps
-    is background."""
-    best = best_id = None
+    is background. The running argmax uses OpenCV's compare / max / masked copy (no temporaries): about 2x
+    faster than the numpy form on a 140-300 px face (issue 14)."""
+    best = best_id = ids = None
     for c in range(len(logits)):
         fill = 1e4 if c == 0 else -1e4
         v = cv2.warpAffine(logits[c], inverse, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
         if best is None:
-            best, best_id = v, np.zeros(v.shape, np.uint8)
-        else:
-            better = v > best
-            best = np.where(better, v, best)
-            best_id[better] = c
+            best, best_id, ids = v, np.zeros(v.shape, np.uint8), np.empty(v.shape, np.uint8)
+            continue
+        better = cv2.compare(v, best, cv2.CMP_GT)  # 255 where class c beats the best so far
+        cv2.max(v, best, dst=best)
+        ids.fill(c)
+        cv2.copyTo(ids, better, best_id)  # in place: best_id[better] = c
     return best_id
 
 
