@@ -88,8 +88,6 @@ class _Reader:
         self.i = 0
 
 
-#: the int8 routes of :func:`to_int8` (only ``static`` reads calibration crops)
-INT8_METHODS = ONNX_INT8_METHODS
 #: op types of the dynamic route (Conv stays float: dynamic int8 Conv ran 1.9x slower than fp32 here)
 DYNAMIC_OPS = ["MatMul", "Gemm"]
 
@@ -114,8 +112,8 @@ def to_int8(src: Path, dst: Path, calib: np.ndarray | None = None, float_nodes: 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    if method not in INT8_METHODS:
-        raise FaceAnalysisError(f"unknown int8 method {method!r}; choose from {INT8_METHODS}")
+    if method not in ONNX_INT8_METHODS:
+        raise FaceAnalysisError(f"unknown int8 method {method!r}; choose from {ONNX_INT8_METHODS}")
     if method == "static" and (calib is None or len(calib) == 0):
         raise FaceAnalysisError("static int8 ONNX quantization needs calibration crops")
     m = onnx.load(str(src))

@@ -71,7 +71,7 @@ def export(model: torch.nn.Module, cfg: FaceAnalysisConfig, path: Path, precisio
             if precision in ("fp32", "int8-dynamic"):
                 edge = litert_torch.signature(SIGNATURE, wrapper, sample_kwargs={INPUT_NAME: x}).convert()
             else:
-                edge = _convert_pt2e(litert_torch, wrapper, x, precision, calib)
+                edge = _convert_pt2e(litert_torch, wrapper, x, calib)
         except (RuntimeError, ValueError) as err:  # converter-pass failures surface as ValueError
             raise FaceAnalysisError(f"litert-torch {version} could not convert the model at {precision} "
                                     f"({str(err).splitlines()[0][:300]})") from err
@@ -123,8 +123,7 @@ def _smoke_test(path: Path, x: np.ndarray) -> None:
             "Linear / Conv2d layers get quantized); use --precision fp32 for TFLite, or ONNX int8") from err
 
 
-def _convert_pt2e(litert_torch, wrapper: torch.nn.Module, x: torch.Tensor, precision: str,
-                  calib: np.ndarray | None):
+def _convert_pt2e(litert_torch, wrapper: torch.nn.Module, x: torch.Tensor, calib: np.ndarray | None):
     from litert_torch.quantize import pt2e_quantizer as pq
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e import move_exported_model_to_eval
