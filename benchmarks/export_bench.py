@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from faceanalysis.export import read_sidecar
+from pipeline_bench import cpu_description  # noqa: E402  (this folder is on sys.path when run as a script)
 from faceanalysis.weights import DEFAULT_WEIGHTS, load_model
 
 OUT = Path(__file__).with_name("export_bench.md")
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(r)
         print(r, flush=True)
     lines = ["# Export benchmark\n",
-             f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads available; "
+             f"Machine: {cpu_description()}, {torch.get_num_threads()} torch threads available; "
              f"input {s}x{s}; latency = median of {args.runs} batch-1 runs after warm-up; throughput at batch 16, "
              f"2 threads. Parity vs PyTorch on held-out aligned faces (from each sidecar). CoreML cannot run on "
              f"Linux. 1-minute load average when the run started: {LOAD_AT_START:.2f} (raised by any work on the 2 cores in "

@@ -39,6 +39,10 @@ INDEX_HINT = "pip install 'faceanalysis[index]'"
 FORMAT = 1
 #: HDBSCAN defaults, fixed before measuring (docs/index_quality.md shows the other settings it was compared with)
 MIN_CLUSTER_SIZE, MIN_SAMPLES = 3, 2
+#: HDBSCAN cluster selection: "leaf" (the leaves of the condensed tree), not the "excess of mass" default, which can
+#: pick a few huge, stable clusters that span many people (on the 4eb8a6bc0fb2 weights it merged the 2,000-face
+#: benchmark set into 2 groups, BCubed F 0.016, where "leaf" gives 0.656; docs/index_quality.md)
+CLUSTER_METHOD = "leaf"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -327,12 +331,12 @@ class FaceIndex:
 
     # ---- cluster ------------------------------------------------------------------------------------------------------
     def cluster(self, min_cluster_size: int = MIN_CLUSTER_SIZE, min_samples: int | None = MIN_SAMPLES,
-                method: str = "eom") -> Clusters:
+                method: str = CLUSTER_METHOD) -> Clusters:
         """Group the indexed faces into people with HDBSCAN (scikit-learn) on their unit embeddings and store
         the person of each face in the database (search results show it).
 
         ``min_cluster_size``: the fewest faces a person needs to become a group; faces in no group are
-        'unknown' (``None``). ``min_samples`` / ``method`` (``"eom"`` or ``"leaf"``): HDBSCAN's. Raises
+        'unknown' (``None``). ``min_samples`` / ``method`` (``"leaf"``, the default, or ``"eom"``): HDBSCAN's. Raises
         :class:`FaceAnalysisError` when scikit-learn is missing or the arguments are out of range.
         """
         try:
@@ -530,7 +534,7 @@ def add_index_parser(sub: Any) -> None:
     c.add_argument("--min-size", type=int, default=MIN_CLUSTER_SIZE, metavar="N",
                    help="fewest faces that make a person; the rest is 'unknown'")
     c.add_argument("--min-samples", type=int, default=MIN_SAMPLES, metavar="N", help="HDBSCAN min_samples")
-    c.add_argument("--method", default="eom", choices=["eom", "leaf"], help="HDBSCAN cluster selection")
+    c.add_argument("--method", default=CLUSTER_METHOD, choices=["leaf", "eom"], help="HDBSCAN cluster selection")
     c.add_argument("--json", metavar="FILE", help="write the groups as JSON ({person or 'unknown': [faces]}); a "
                    "face's \"similarity\" is its cosine similarity to its group's mean embedding (how typical of "
                    "the group it is), null for unknown faces")

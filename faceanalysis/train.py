@@ -86,7 +86,12 @@ class TrainConfig:
         if not path.is_file():
             names = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
             raise FaceAnalysisError(f"training config {name_or_path!r} not found; use a JSON file or one of {names}")
-        raw = json.loads(path.read_text())
+        return cls.from_dict(json.loads(path.read_text()))
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "TrainConfig":
+        """A config from its JSON form (a config file, or the ``train_config`` a checkpoint records)."""
+        raw = dict(raw)
         model = _build(ModelConfig, raw.pop("model", {}))
         aug = _build(AugmentConfig, raw.pop("augment", {}))
         cfg = _build(cls, raw)

@@ -82,3 +82,32 @@ def test_bad_data_root(tmp_path):
 
     with pytest.raises(FaceAnalysisError, match="data root|not found"):
         train(TrainConfig.load("smoke"), tmp_path / "nowhere", tmp_path / "out")
+
+
+def test_select_candidate_validates_each_candidate(smoke_run, data_root, tmp_path, capsys):
+    """weights/select_candidate.py: the stage's candidates (plain EMA, raw; debiased EMA only for a run started
+    from --init) and every reference are validated, saved apart from the trainer's file, and tabulated."""
+    import importlib.util
+    import shutil
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("select_candidate",
+                                                  Path(__file__).resolve().parents[1] / "weights" / "select_candidate.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    trainer_file = (run / "ema_fp16.safetensors").read_bytes()
+    rc = mod.main([str(run), "--ref", f"start={smoke_run / 'ema_fp16.safetensors'}", "--data-root", str(data_root)])
+    assert rc == 0
+    results = json.loads((run / "validation_candidates.json").read_text())
+    assert list(results) == ["start", "ema", "raw"]  # no --init in the smoke config: nothing to debias
+    # the reference is the trainer's (plain) EMA of this run, stored in fp16: the same validation numbers
+    assert results["start"] == pytest.approx(results["ema"], rel=1e-2, abs=1e-2)
+    assert results["raw"] != results["ema"]
+    assert (run / "ema_fp16.safetensors").read_bytes() == trainer_file
+    assert read_config(run / "candidate_raw.safetensors").extra["averaging"] == "raw"
+    table = capsys.readouterr().out
+    assert "| validation metric | start | ema | raw |" in table
+    with pytest.raises(Exception, match="NAME=PATH"):
+        mod.main([str(run), "--ref", "nopath"])

@@ -74,7 +74,8 @@ ORT_COMPUTE = {"MatMul", "Gemm", "Conv", "FusedMatMul", "FusedGemm", "FusedConv"
 TFL_COMPUTE = {"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "BATCH_MATMUL", "TRANSPOSE_CONV"}
 KEYS = (("embedding_cosine_mean", "emb cos", 4), ("embedding_cosine_min", "emb cos min", 4),
         ("landmarks_mean_px", "landmarks px", 3), ("parsing_agreement", "parsing agr.", 4),
-        ("expression_top1_agreement", "expr. top-1", 4))
+        ("expression_top1_agreement", "expr. top-1", 4),
+        ("expression_top1_agreement_decided", "expr. top-1, decided faces", 4))
 README_START, README_END = "<!-- arm-emulated:start -->", "<!-- arm-emulated:end -->"
 
 

@@ -1,0 +1,128 @@
+"""Compare a finished training stage's weight candidates on the VALIDATION splits (never on test):
+
+    python weights/select_candidate.py runs/stage4 --ref shipped=faceanalysis/assets/faceanalysis_s128.safetensors
+
+reads ``RUN/checkpoint.safetensors`` and writes three candidates next to it as fp16 safetensors (config embedded,
+``extra`` recording the run, its start weights and the candidate's validation metrics; the trainer's own
+``ema_fp16.safetensors`` is left as it is):
+
+- ``candidate_ema.safetensors``: the plain EMA of the weights (decay ``ema_decay``), starting weights' share included;
+- ``candidate_ema_debiased.safetensors``: the same EMA with the start weights' share ``decay^(n-1)`` removed (what the
+  trainer saves when ``ema_debias`` is on; bias correction as in Adam, Kingma & Ba 2015);
+- ``candidate_raw.safetensors``: the last optimiser iterate.
+
+Every ``--ref NAME=PATH`` (the shipped weights, the previous stage) is validated beside them. Writes
+``RUN/validation_candidates.json`` (every metric of every model) and prints a Markdown table of the headline
+validation metrics, the numbers the choice is made on. The validation sets are the training config's
+``val_sets`` (the same ``val_max`` images per set and seed as the trainer's periodic validation).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import faceanalysis._compat  # noqa: F401  (torch import order)
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from faceanalysis.config import FaceAnalysisConfig, PreprocessConfig
+from faceanalysis.data.sources import load_source
+from faceanalysis.errors import FaceAnalysisError, run_command
+from faceanalysis.model import FaceModel
+from faceanalysis.tasks import get_tasks
+from faceanalysis.train import TrainConfig, _init_state_from, build_val, debias_ema, validate
+from faceanalysis.weights import save_weights
+
+#: (metric key, label, higher is better): the headline validation numbers of each task
+HEADLINE = (
+    ("celeba_more/identity/tar_far1e-2", "unseen celeba_more people, TAR@FAR=1e-2 (%)", True),
+    ("celeba_attr/identity/teacher_cos", "cosine to the SFace teacher, CelebA val", True),
+    ("fer2013/expression/acc", "FER2013 PublicTest accuracy (%)", True),
+    ("celebamask_mini/parsing/mean_f1", "CelebAMask held-out mean F1 (%)", True),
+    ("300w_partial/landmarks/nme_io", "300-W AFW val NME inter-ocular (%)", False),
+    ("utkface/attributes/age_mae", "UTKFace val age MAE (years)", False),
+    ("celeba_attr/attributes/mean_acc", "CelebA val attributes mean accuracy (%)", True),
+    ("utkface/pose/mae_yaw", "UTKFace val yaw MAE vs teacher (deg)", False),
+)
+
+
+def _model_from(state: dict[str, torch.Tensor], cfg: TrainConfig) -> FaceModel:
+    m = FaceModel(cfg.model)
+    m.load_state_dict(state)
+    return m.eval()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run", type=Path, help="the stage's --out folder (holds checkpoint.safetensors)")
+    p.add_argument("--ref", action="append", default=[], metavar="NAME=PATH", help="reference weights to validate too")
+    p.add_argument("--data-root", default="../shared/data")
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+
+    ckpt = a.run / "checkpoint.safetensors"
+    if not ckpt.is_file():
+        raise FaceAnalysisError(f"{ckpt} not found: give the training run's --out folder")
+    with safe_open(str(ckpt), "pt") as f:
+        meta = f.metadata()
+    cfg = TrainConfig.from_dict(json.loads(meta["train_config"]))
+    step = int(meta["step"])
+    refs = {}
+    for r in a.ref:
+        name, _, path = r.partition("=")
+        if not path or not Path(path).is_file():
+            raise FaceAnalysisError(f"--ref {r!r}: expected NAME=PATH of an existing .safetensors file")
+        refs[name] = path
+
+    pre = PreprocessConfig(input_size=cfg.model.input_size)
+    tasks = get_tasks(cfg.model.tasks)
+    val = build_val({n: load_source(n, s, a.data_root) for n, s in cfg.val_sets.items()}, tasks, pre, cfg.val_max,
+                    cfg.seed)
+
+    t = load_file(str(ckpt))
+    raw = _model_from({k[6:]: v for k, v in t.items() if k.startswith("model/")}, cfg)
+    ema = torch.optim.swa_utils.AveragedModel(FaceModel(cfg.model), use_buffers=True,
+                                              multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay))
+    ema.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("ema/")})
+    models: dict[str, torch.nn.Module] = {}
+    for name, path in refs.items():
+        state = {k: v.detach().clone() for k, v in raw.state_dict().items()}
+        _init_state_from(state, path)
+        models[name] = _model_from(state, cfg)
+    models["ema"] = ema.module.eval()
+    if cfg.init:
+        init = {k: v.detach().clone() for k, v in raw.state_dict().items()}
+        _init_state_from(init, cfg.init)
+        models["ema_debiased"] = debias_ema(ema, init, cfg.ema_decay).eval()
+    models["raw"] = raw
+
+    full = FaceAnalysisConfig(model=cfg.model, preprocess=pre)
+    results: dict[str, dict[str, float]] = {}
+    for name, m in models.items():
+        results[name] = validate(m, val, tasks, pre, "cpu")
+        print(f"validated {name}", file=sys.stderr, flush=True)
+        if name not in refs:
+            extra = {"run": str(a.run), "steps": step, "init_weights": cfg.init,
+                     "averaging": name, "validation": results[name]}
+            save_weights(m, dataclasses.replace(full, extra=extra), a.run / f"candidate_{name}.safetensors")
+    (a.run / "validation_candidates.json").write_text(json.dumps(results, indent=1))
+
+    names = list(results)
+    print("| validation metric | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for key, label, higher in HEADLINE:
+        vals = [results[n].get(key) for n in names]
+        best = (max if higher else min)(v for v in vals if v is not None)
+        cells = [("-" if v is None else (f"**{v:g}**" if v == best else f"{v:g}")) for v in vals]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    print(f"\nwrote {a.run / 'validation_candidates.json'} and the candidates' .safetensors in {a.run}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_command("select_candidate", main))
