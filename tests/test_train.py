@@ -109,5 +109,9 @@ def test_select_candidate_validates_each_candidate(smoke_run, data_root, tmp_pat
     assert read_config(run / "candidate_raw.safetensors").extra["averaging"] == "raw"
     table = capsys.readouterr().out
     assert "| validation metric | start | ema | raw |" in table
-    with pytest.raises(Exception, match="NAME=PATH"):
-        mod.main([str(run), "--ref", "nopath"])
+    from faceanalysis import FaceAnalysisError
+
+    with pytest.raises(FaceAnalysisError, match="NAME=PATH"):
+        mod.main([str(run), "--ref", "nopath", "--data-root", str(data_root)])
+    with pytest.raises(FaceAnalysisError, match="--init PATH"):
+        mod.main([str(run), "--init", str(tmp_path / "gone.safetensors"), "--data-root", str(data_root)])

@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", type=Path, help="the stage's --out folder (holds checkpoint.safetensors)")
     p.add_argument("--ref", action="append", default=[], metavar="NAME=PATH", help="reference weights to validate too")
+    p.add_argument("--init", default=None, metavar="PATH",
+                   help="the weights the stage started from (default: the --init the run recorded, relative to where it ran)")
     p.add_argument("--data-root", default="../shared/data")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
@@ -72,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         meta = f.metadata()
     cfg = TrainConfig.from_dict(json.loads(meta["train_config"]))
     step = int(meta["step"])
+    if a.init:
+        cfg.init = a.init
+    if cfg.init and not Path(cfg.init).is_file():
+        raise FaceAnalysisError(f"the run started from {cfg.init}, which is not there (from the folder it ran in; a stage's "
+                                "start weights may be only in git history): restore it, or give it with --init PATH")
     refs = {}
     for r in a.ref:
         name, _, path = r.partition("=")
