@@ -97,5 +97,6 @@ def torch_reference(model, x: np.ndarray, batch: int = 16) -> dict[str, np.ndarr
 def format_metrics(m: dict[str, float]) -> str:
     """One line for the console."""
     keys = ["embedding_cosine_mean", "embedding_cosine_min", "landmarks_mean_px", "parsing_agreement",
-            "expression_top1_agreement", "expression_top1_agreement_decided", "attributes_max_abs", "pose_mean_deg", "age_mean_abs_years"]
+            "expression_top1_agreement", "expression_top1_agreement_decided", "attributes_max_abs", "pose_mean_deg",
+            "age_mean_abs_years"]
     return " ".join(f"{k}={m[k]:.4f}" for k in keys if k in m)
