@@ -192,19 +192,36 @@ def save_checkpoint(path: Path, model, ema, opt, step: int, sampler: MixtureSamp
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, model, ema, opt, sampler: MixtureSampler):
+def make_ema(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """The exponential moving average of ``model``'s weights and buffers that the trainer keeps and saves."""
+    return torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay),
+                                               use_buffers=True)
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor], dict[str, torch.Tensor],
+                                         dict[str, torch.Tensor]]:
+    """A checkpoint's metadata and its model, EMA and optimiser tensors (prefixes ``model/``, ``ema/``, ``opt/``)."""
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
     t = load_file(str(path))
-    model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model/")})
-    ema.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("ema/")})
-    st = opt.state_dict()
+    parts: dict[str, dict[str, torch.Tensor]] = {"model": {}, "ema": {}, "opt": {}}
     for key, v in t.items():
-        if key.startswith("opt/"):
-            _, pid, name = key.split("/")
-            st["state"].setdefault(int(pid), {})[name] = v
+        head, _, rest = key.partition("/")
+        if head in parts:
+            parts[head][rest] = v
+    return meta, parts["model"], parts["ema"], parts["opt"]
+
+
+def load_checkpoint(path: Path, model, ema, opt, sampler: MixtureSampler):
+    meta, model_state, ema_state, opt_tensors = read_checkpoint(path)
+    model.load_state_dict(model_state)
+    ema.load_state_dict(ema_state)
+    st = opt.state_dict()
+    for key, v in opt_tensors.items():
+        pid, name = key.split("/")
+        st["state"].setdefault(int(pid), {})[name] = v
     opt.load_state_dict(st)
     sampler.set_state(json.loads(meta["sampler"]))
     torch.set_rng_state(torch.tensor(json.loads(meta["torch_rng"]), dtype=torch.uint8))
@@ -252,8 +269,7 @@ def train(cfg: TrainConfig, data_root: str | Path, out: str | Path, device: str 
     if cfg.init:
         _init_from(model, cfg.init)
         say(f"initialised from {cfg.init}")
-    ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay),
-                                              use_buffers=True)
+    ema = make_ema(model, cfg.ema_decay)
     opt = _optimizer(model, cfg)
     if teacher is not None:
         say("identity targets: SFace online on each augmented crop (consistent distillation)")

@@ -26,15 +26,14 @@ from pathlib import Path
 
 import faceanalysis._compat  # noqa: F401  (torch import order)
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 
 from faceanalysis.config import FaceAnalysisConfig, PreprocessConfig
 from faceanalysis.data.sources import load_source
 from faceanalysis.errors import FaceAnalysisError, run_command
 from faceanalysis.model import FaceModel
 from faceanalysis.tasks import get_tasks
-from faceanalysis.train import TrainConfig, _init_state_from, build_val, debias_ema, validate
+from faceanalysis.train import (TrainConfig, _init_state_from, build_val, debias_ema, make_ema, read_checkpoint,
+                                 validate)
 from faceanalysis.weights import save_weights
 
 #: (metric key, label, higher is better): the headline validation numbers of each task
@@ -70,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = a.run / "checkpoint.safetensors"
     if not ckpt.is_file():
         raise FaceAnalysisError(f"{ckpt} not found: give the training run's --out folder")
-    with safe_open(str(ckpt), "pt") as f:
-        meta = f.metadata()
+    meta, model_state, ema_state, _ = read_checkpoint(ckpt)
     cfg = TrainConfig.from_dict(json.loads(meta["train_config"]))
     step = int(meta["step"])
     if a.init:
@@ -91,11 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     val = build_val({n: load_source(n, s, a.data_root) for n, s in cfg.val_sets.items()}, tasks, pre, cfg.val_max,
                     cfg.seed)
 
-    t = load_file(str(ckpt))
-    raw = _model_from({k[6:]: v for k, v in t.items() if k.startswith("model/")}, cfg)
-    ema = torch.optim.swa_utils.AveragedModel(FaceModel(cfg.model), use_buffers=True,
-                                              multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay))
-    ema.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("ema/")})
+    raw = _model_from(model_state, cfg)
+    ema = make_ema(FaceModel(cfg.model), cfg.ema_decay)
+    ema.load_state_dict(ema_state)
     models: dict[str, torch.nn.Module] = {}
     for name, path in refs.items():
         state = {k: v.detach().clone() for k, v in raw.state_dict().items()}
