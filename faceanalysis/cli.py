@@ -1,4 +1,4 @@
-"""The ``faceanalysis`` command: analyze, train, eval, export, demo."""
+"""The ``faceanalysis`` command: analyze, verify, index, train, eval, export, demo, pseudo-label."""
 from __future__ import annotations
 
 import argparse
@@ -290,6 +290,54 @@ def _add_analyze(sub) -> None:
     p.set_defaults(func=cmd_analyze)
 
 
+def cmd_verify(args) -> int:
+    """``faceanalysis verify A B``: same person or not, from the largest face of each image."""
+    from .api import FaceAnalyzer
+
+    for p in (args.a, args.b):
+        if not Path(p).is_file():
+            raise FaceAnalysisError(f"{_shown(p)}: no such file" if not Path(p).exists() else f"{_shown(p)} is not a file")
+    if args.threshold is not None and not -1.0 <= args.threshold <= 1.0:
+        raise FaceAnalysisError(f"--threshold {args.threshold} is outside [-1, 1] (it is a cosine similarity)")
+    fa = FaceAnalyzer(weights=args.weights, device=args.device, tasks=["identity"], backend=args.backend)
+    same, score = fa.verify(str(args.a), str(args.b), threshold=args.threshold)
+    if args.threshold is None:
+        cal = fa.calibration
+        threshold = fa.verify_threshold
+        source = (f"calibrated on {cal.get('pairs', '?')} LFW View-2 pairs: TAR {100 * cal.get('tar', float('nan')):.1f} % "
+                  f"at FAR {100 * cal.get('far', float('nan')):.1f} %")
+    else:
+        threshold, source = float(args.threshold), "given with --threshold"
+    if args.json:
+        _say(json.dumps({"a": str(args.a), "b": str(args.b), "same": same, "cosine": round(float(score), 4),
+                         "threshold": threshold, "threshold_source": source}))
+    else:
+        verdict = "same person" if same else "different people"
+        _say(f"{verdict}: cosine similarity {score:.3f} {'>=' if same else '<'} threshold {threshold:.3f} ({source})")
+    return 0 if same else 1
+
+
+def _add_verify(sub) -> None:
+    p = sub.add_parser("verify", help="are the largest faces of two images the same person?",
+                       formatter_class=HelpFormatter,
+                       description="Compare the identity embeddings of the largest face in each of two images. "
+                                   "Prints the verdict and the cosine similarity; exit status 0 = same person, "
+                                   "1 = different people, 2 = error (no face found, unreadable image, ...). The "
+                                   "default threshold is the one calibrated for the shipped weights on LFW View-2 "
+                                   "(README, 'Identity verification').")
+    p.add_argument("a", type=Path, help="first image")
+    p.add_argument("b", type=Path, help="second image")
+    p.add_argument("--threshold", type=float, default=None, metavar="COS",
+                   help="cosine-similarity threshold in [-1, 1] (default: the calibrated one)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a sentence")
+    p.add_argument("--weights", metavar="FILE", default=None,
+                   help="a .safetensors weights file or an exported .onnx / .tflite model; default: the shipped model")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "tflite"],
+                   help="runtime; auto: from the suffix of --weights, else torch when installed, else onnx")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
+    p.set_defaults(func=cmd_verify)
+
+
 PASSTHROUGH = {"train": "train", "eval": "evaluate", "export": "export.cli", "demo": "demo",
                "pseudo-label": "pseudo_label"}
 
@@ -327,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_analyze(sub)
+    _add_verify(sub)
     from .index import add_index_parser  # faceanalysis index add / search / cluster (the [index] extra)
 
     add_index_parser(sub)

@@ -99,3 +99,34 @@ def test_exported_model_uses_the_calibration_of_its_source_weights(shipped_calib
     pytest.importorskip("onnxruntime")
     fa = FaceAnalyzer(backend="onnx")  # the shipped ONNX export: its sidecar names the weights' SHA-256
     assert fa.verify_threshold == pytest.approx(shipped_calibration["threshold"])
+
+
+def test_verify_command(celeba_photo_paths, tmp_path, tiny_weights, capsys):
+    """``faceanalysis verify A B``: exit 0 same person, 1 different people, 2 errors (one line, no traceback)."""
+    from faceanalysis.cli import main
+
+    a = celeba_photo_paths[0]
+    img = cv2.imread(str(a))
+    b = tmp_path / "same person, smaller.jpg"
+    cv2.imwrite(str(b), cv2.resize(img, (200, 200)), [cv2.IMWRITE_JPEG_QUALITY, 70])
+    assert main(["verify", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("same person: cosine similarity") and "LFW View-2" in out
+    assert main(["verify", str(a), str(b), "--json", "--threshold", "0.99"]) == 1
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["same"] is False and rec["threshold"] == 0.99 and 0.3 < rec["cosine"] < 0.99
+    assert rec["threshold_source"] == "given with --threshold"
+    # different people mostly fall below the calibrated threshold (as in the API test above)
+    rcs = [main(["verify", str(celeba_photo_paths[i]), str(celeba_photo_paths[j])]) for i, j in ((0, 1), (2, 3), (4, 5))]
+    capsys.readouterr()
+    assert rcs.count(1) >= 2, rcs
+    noface = tmp_path / "noface.png"
+    cv2.imwrite(str(noface), np.full((120, 160, 3), 80, np.uint8))
+    for args, msg in ((["verify", str(a), str(tmp_path / "missing.jpg")], "no such file"),
+                      (["verify", str(a), str(tmp_path)], "is not a file"),
+                      (["verify", str(a), str(noface)], "no face"),
+                      (["verify", str(a), str(b), "--threshold", "2"], "outside [-1, 1]"),
+                      (["verify", str(a), str(b), "--weights", str(tiny_weights)], "calibrat")):
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and msg in err and err.count("\n") == 1, (args, err)

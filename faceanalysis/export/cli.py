@@ -22,7 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(pip install 'faceanalysis[export]'). Calibration (TFLite int8, ONNX int8 with --onnx-int8 "
                     "static; dynamic int8 ONNX, the default, needs none) and the parity check read the data pack "
                     "when it is there, or your own photos (--calib-data / --check-data).",
-        epilog="precisions: " + "; ".join(f"{f}: {', '.join(p)}" for f, p in FORMATS.items())
+        epilog="precisions: " + "; ".join(f"{f}: {', '.join(q for q in p if q != 'int8-full')}"
+                                          for f, p in FORMATS.items())
+               + " (tflite int8-full, integer-only input, is refused: the pinned litert-torch cannot convert it)"
                + ". Examples: faceanalysis export --format onnx --precision fp32 -o my_export;  faceanalysis export "
                  "--format tflite --precision int8 --calib-data my_photos/ --check-data other_photos/ -o my_export")
     p.add_argument("--format", help="onnx, tflite or coreml (comma-separated for several); required unless --all")
