@@ -52,26 +52,30 @@ def main(logs: list[str], out: str) -> None:
         steps += [{**r, "step": r["step"] + offset} for r in s]
         val += [{**r, "val_step": r["val_step"] + offset} for r in v]
         offset += max([r["step"] for r in s] + [r["val_step"] for r in v] + [0])
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    fig, axes = plt.subplots(1, 2, figsize=(15, 4.8))
     keys = [k for k in steps[-1] if k not in ("step", "lr", "s_per_step", "total")]
     for k in keys:
         axes[0].plot([s["step"] for s in steps if k in s], [s[k] for s in steps if k in s], label=k, lw=0.8)
     axes[0].set_yscale("log")
-    axes[0].set_title("running training losses (per task, unweighted)")
+    axes[0].set_title("running training losses (per task, unweighted)\n"
+                      "a loss's definition can change between stages (e.g. identity)", fontsize=10)
     for k, name in SHOWN.items():
         pts = [(v["val_step"], v[k] * SCALE.get(k, 1)) for v in val if k in v]
         if pts:
             axes[1].plot(*zip(*pts), marker="o", ms=3, label=name)
     axes[1].set_ylim(0, 105)
-    axes[1].set_title("validation (held-out splits, EMA weights)")
+    axes[1].set_title("validation during training\n(held-out splits, EMA weights)", fontsize=10)
+    axes[1].set_ylabel("value (scaled as in the legend)")
     for ax in axes:
         ax.set_xlabel("training step" + (" (stages one after another)" if len(logs) > 1 else ""))
         for x, name in starts[1:] if len(logs) > 1 else []:
             ax.axvline(x, color="grey", ls=":", lw=1)
-        ax.legend(fontsize=7)
+    axes[0].legend(fontsize=7, loc="lower left")
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if len(logs) > 1:
-        for x, name in starts:
-            axes[1].text(x, 102, " " + name, fontsize=7, color="grey", va="top")
+        for ax, top in ((axes[0], axes[0].get_ylim()[1]), (axes[1], 104)):
+            for x, name in starts:
+                ax.text(x, top, " " + name, fontsize=7, color="grey", va="top", rotation=90)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     print(f"wrote {out} ({len(steps)} loss records, {len(val)} validations, {len(logs)} log(s))")

@@ -321,7 +321,8 @@ class FaceAnalyzer:
             raise FaceAnalysisError("verify on images needs the identity task: FaceAnalyzer(tasks=[..., 'identity'])")
         faces = self.analyze(x, color=color)
         if not faces:
-            raise FaceAnalysisError(f"no face found in image {which}")
+            where = f" ({x})" if isinstance(x, (str, Path)) else ""
+            raise FaceAnalysisError(f"no face found in image {which}{where}")
         return max(faces, key=lambda f: (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1])).embedding
 
     def verify(self, a: Any, b: Any, threshold: float | None = None, color: str = "rgb") -> tuple[bool, float]:

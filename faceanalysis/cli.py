@@ -241,6 +241,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    """--weights / --backend / --device, shared by the commands that run the model."""
+    p.add_argument("--weights", metavar="FILE", default=None,
+                   help="a .safetensors weights file or an exported .onnx / .tflite model; default: the shipped model")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "tflite"],
+                   help="runtime; auto: from the suffix of --weights, else torch when installed, else onnx")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
+
+
 def _add_analyze(sub) -> None:
     p = sub.add_parser("analyze", help="analyze images or folders of images",
                        formatter_class=HelpFormatter,
@@ -256,11 +265,7 @@ def _add_analyze(sub) -> None:
                                                   "({\"path\", \"faces\"} or {\"path\", \"error\"}), flushed as produced")
     p.add_argument("--draw", metavar="DIR", help="write overlay images (<name>_faces.png) to this folder")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files (refused otherwise)")
-    p.add_argument("--weights", metavar="FILE", default=None,
-                   help="a .safetensors weights file or an exported .onnx / .tflite model; default: the shipped model")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "tflite"],
-                   help="runtime; auto: from the suffix of --weights, else torch when installed, else onnx")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
+    _add_model_options(p)
     p.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
                    help="subset of tasks to run: parsing landmarks pose attributes expression identity "
                         "(default: all)")
@@ -324,17 +329,13 @@ def _add_verify(sub) -> None:
                                    "Prints the verdict and the cosine similarity; exit status 0 = same person, "
                                    "1 = different people, 2 = error (no face found, unreadable image, ...). The "
                                    "default threshold is the one calibrated for the shipped weights on LFW View-2 "
-                                   "(README, 'Identity verification').")
+                                   "(README, 'Same person?').")
     p.add_argument("a", type=Path, help="first image")
     p.add_argument("b", type=Path, help="second image")
     p.add_argument("--threshold", type=float, default=None, metavar="COS",
                    help="cosine-similarity threshold in [-1, 1] (default: the calibrated one)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a sentence")
-    p.add_argument("--weights", metavar="FILE", default=None,
-                   help="a .safetensors weights file or an exported .onnx / .tflite model; default: the shipped model")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "tflite"],
-                   help="runtime; auto: from the suffix of --weights, else torch when installed, else onnx")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
+    _add_model_options(p)
     p.set_defaults(func=cmd_verify)
 
 
