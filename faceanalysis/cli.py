@@ -295,7 +295,7 @@ def _add_analyze(sub) -> None:
     p.set_defaults(func=cmd_analyze)
 
 
-def cmd_verify(args) -> int:
+def cmd_verify(args: argparse.Namespace) -> int:
     """``faceanalysis verify A B``: same person or not, from the largest face of each image."""
     from .api import FaceAnalyzer
 
