@@ -18,7 +18,7 @@ import torch
 
 from faceanalysis.export import read_sidecar
 from pipeline_bench import cpu_description  # noqa: E402  (this folder is on sys.path when run as a script)
-from faceanalysis.weights import DEFAULT_WEIGHTS, load_model
+from faceanalysis.weights import DEFAULT_WEIGHTS, file_sha256, load_model
 
 OUT = Path(__file__).with_name("export_bench.md")
 
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     x1, x16 = rng.normal(size=(1, 3, s, s)).astype(np.float32), rng.normal(size=(16, 3, s, s)).astype(np.float32)
     rows = []
+    exported_from = set()  # weights sha256 of each artifact's sidecar: parity belongs to those weights
     wsize = Path(args.weights).stat().st_size
     r = {"artifact": f"PyTorch ({Path(args.weights).name}, fp16 storage)", "size": wsize}
     for t in (1, 2):
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         if path.suffix not in (".onnx", ".tflite", ".mlpackage"):
             continue
         side = read_sidecar(path) or {}
+        exported_from.add(str(side.get("weights", {}).get("sha256", "unknown"))[:12])
         size = side.get("size_bytes", path.stat().st_size)
         r = {"artifact": path.name, "size": size}
         if path.suffix == ".mlpackage":
@@ -88,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["# Export benchmark\n",
              f"Machine: {cpu_description()}, {torch.get_num_threads()} torch threads available; "
              f"input {s}x{s}; latency = median of {args.runs} batch-1 runs after warm-up; throughput at batch 16, "
-             f"2 threads. Parity vs PyTorch on held-out aligned faces (from each sidecar). CoreML cannot run on "
+             f"2 threads. Parity vs PyTorch on held-out aligned faces (from each sidecar; PyTorch weights sha256 "
+             f"{file_sha256(args.weights)[:12]}, artifacts exported from weights {', '.join(sorted(exported_from))}). "
+             f"CoreML cannot run on "
              f"Linux. 1-minute load average when the run started: {LOAD_AT_START:.2f} (raised by any work on the 2 cores in "
              f"the last minutes: compare rows, not absolute numbers).\n",
              "| artifact | size (MB) | batch 1, 1 thread (ms) | batch 1, 2 threads (ms) | batch 16 (img/s) | parity |",

@@ -1,8 +1,9 @@
-"""Help formatting shared by every ``faceanalysis`` command."""
+"""Help formatting and one-line usage errors shared by every ``faceanalysis`` command."""
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -27,3 +28,12 @@ class DeprecatedAlias(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         print(f"{parser.prog}: warning: {option_string} is deprecated; use {self.new}", file=sys.stderr)
         setattr(namespace, self.dest, values)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose usage errors (unknown option, missing or malformed argument) are one line
+    on stderr, ``PROG: error: MESSAGE (see PROG --help)``, with exit status 2, like the project's other errors;
+    argparse itself prints the whole usage block first. Sub-command parsers inherit it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

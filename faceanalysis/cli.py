@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from ._argparse import DeprecatedAlias, HelpFormatter
+from ._argparse import ArgumentParser, DeprecatedAlias, HelpFormatter
 from .errors import FaceAnalysisError, run_command
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".avif"}
@@ -367,7 +367,7 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser (``analyze`` is defined here; the other commands parse their own arguments)."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="faceanalysis", formatter_class=HelpFormatter,
         description="Multi-task face analysis: parsing, 68 landmarks, head pose, attributes / age / gender, "
                     "expression and an identity embedding for every face. Runs on the shipped model with torch "

@@ -55,12 +55,12 @@ headless: --no-display --output out.mp4 (mp4v; .avi = MJPG) writes the annotated
 def build_parser() -> argparse.ArgumentParser:
     from .draw import LAYERS
 
-    from ._argparse import DeprecatedAlias, HelpFormatter
+    from ._argparse import ArgumentParser, DeprecatedAlias, HelpFormatter
 
     class Formatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
         pass
 
-    p = argparse.ArgumentParser(prog="faceanalysis demo", description="Live face analysis on a camera, video or image.",
+    p = ArgumentParser(prog="faceanalysis demo", description="Live face analysis on a camera, video or image.",
                                 epilog=EPILOG, formatter_class=Formatter)
     p.add_argument("--source", default="0", help="camera index, video file, stream URL or image file (default 0); "
                    "an image is shown as a still video of --max-frames frames (default 1)")

@@ -23,9 +23,9 @@ from .tasks import TASKS
 def build_parser() -> argparse.ArgumentParser:
     from .evaluation.protocols import DATASETS
 
-    from ._argparse import HelpFormatter
+    from ._argparse import ArgumentParser, HelpFormatter
 
-    p = argparse.ArgumentParser(prog="faceanalysis eval", formatter_class=HelpFormatter, description=(
+    p = ArgumentParser(prog="faceanalysis eval", formatter_class=HelpFormatter, description=(
         "Score every task on the test splits of the data pack (parsing, landmarks, pose vs teacher, attributes, "
         "age, gender, expression, LFW verification, verification of unseen CelebA identities) and write a report: "
         "summary.md, results.json and PNG plots. `--tasks identity` runs only the identity protocols."))

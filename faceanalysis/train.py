@@ -394,9 +394,9 @@ def _with_extra(full_cfg: FaceAnalysisConfig, cfg: TrainConfig, name: str, step:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ._argparse import HelpFormatter
+    from ._argparse import ArgumentParser, HelpFormatter
 
-    p = argparse.ArgumentParser(prog="faceanalysis train", description=__doc__.splitlines()[0],
+    p = ArgumentParser(prog="faceanalysis train", description=__doc__.splitlines()[0],
                                 formatter_class=HelpFormatter)
     p.add_argument("--config", default="default", help="config name (faceanalysis/configs) or JSON file")
     p.add_argument("--data-root", default=None, help="data pack root (default ../shared/data)")

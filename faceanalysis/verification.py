@@ -193,9 +193,9 @@ def update_readme(readme: Path, cal: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ._argparse import HelpFormatter
+    from ._argparse import ArgumentParser, HelpFormatter
 
-    p = argparse.ArgumentParser(prog="python -m faceanalysis.verification", formatter_class=HelpFormatter,
+    p = ArgumentParser(prog="python -m faceanalysis.verification", formatter_class=HelpFormatter,
                                 description="Calibrate FaceAnalyzer.verify on LFW View-2 and store the threshold "
                                             "next to the weights (<stem>.verify.json); the demo's gallery uses "
                                             "its 1 % false-accept threshold.")

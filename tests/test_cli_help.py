@@ -208,3 +208,22 @@ def test_schema_rejects_what_is_not_analyze_output():
                 {"a.jpg": [{**face.to_dict(), "expression": "joy"}]}):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, schema)
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["verify"], "a, b"),                                     # missing positionals
+    (["verify", "x.jpg", "y.jpg", "--threshold", "abc"], "--threshold"),  # malformed value
+    (["eval", "--bogus"], "--bogus"),                         # a passthrough command's own parser
+    (["index"], "SUBCOMMAND"),                                # a sub-command parser (inherits the class)
+    (["pseudo-label"], "-o/--output"),
+])
+def test_usage_errors_are_one_line(argv, flag, capsys):
+    """argparse's usage errors print one line naming the flag and pointing at --help, exit status 2 (the README's
+    CLI section promises this); plain argparse prints its whole usage block first."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "error:" in err[0] and flag in err[0] and "--help" in err[0]
+    assert not err[0].startswith("usage:")

@@ -7,14 +7,14 @@ from pathlib import Path
 
 from . import (DEFAULT_OUTPUT, FORMATS, ONNX_INT8_METHODS, RELEASE, check_choice, needs_calibration,
                require_export_extra, sidecar_path)
-from .._argparse import HelpFormatter
+from .._argparse import ArgumentParser, HelpFormatter
 from ..errors import FaceAnalysisError, run_command
 
 DEFAULT_PRECISION = {"onnx": "int8", "tflite": "int8", "coreml": "fp16"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="faceanalysis export", formatter_class=HelpFormatter,
         description="Export the model to ONNX / TFLite / CoreML. Every artifact gets a JSON sidecar "
                     "(<artifact>.json) with its input normalisation, outputs, class names, source-weights hash "
