@@ -159,6 +159,59 @@ def test_parsing_warp_target_fills_outside_with_ignore():
     assert (out[:, :20] == parsing_mod.IGNORE).all() and (out[:, 21:] == 1).all()
 
 
+def test_parsing_tags_come_from_the_celeba_attribute_columns():
+    from faceanalysis.tasks.attributes import ATTRIBUTES
+
+    attrs = np.zeros((3, len(ATTRIBUTES)), np.float32)
+    attrs[0, ATTRIBUTES.index("Eyeglasses")] = 1
+    attrs[1, ATTRIBUTES.index("Wearing_Necklace")] = 1
+    attrs[1, ATTRIBUTES.index("Wearing_Hat")] = 1
+    attrs[2] = np.nan  # unlabelled row (e.g. UTKFace)
+    tags = parsing_mod.tags_from_attributes(attrs, ATTRIBUTES)
+    assert list(parsing_mod.TAG_ATTRIBUTES) == ["eye_g", "hat", "ear_r", "neck_l"]
+    np.testing.assert_array_equal(tags[0], [1, 0, 0, 0])
+    np.testing.assert_array_equal(tags[1], [0, 1, 0, 1])
+    assert np.isnan(tags[2]).all()
+
+
+def test_parsing_tag_only_target_has_no_mask_and_keeps_tags_under_flip():
+    task = TASKS["parsing"]
+    tags = np.array([1, 0, np.nan, 0], np.float32)
+    for flip in (False, True):
+        out = task.warp_target({"tags": tags}, _identity_geo(flip))
+        assert (out["mask"] == parsing_mod.IGNORE).all()
+        np.testing.assert_array_equal(out["tags"], tags)
+    with_mask = task.warp_target({"mask": np.zeros((S, S), np.uint8)}, _identity_geo(False))
+    assert np.isnan(with_mask["tags"]).all()  # masked images need no tags
+
+
+def test_parsing_tag_loss_rewards_worn_classes_found_and_absent_classes_missing():
+    import copy
+
+    import torch
+
+    task = copy.copy(TASKS["parsing"])
+    task.tag_weight = 1.0
+    names = parsing_mod.CLASSES
+    g = names.index("eye_g")
+    with_glasses = torch.zeros(1, len(names), 8, 8)
+    with_glasses[0, g, 2:4, 2:5] = 12.0  # 6 confident glasses pixels
+    without = torch.zeros(1, len(names), 8, 8)
+    without[0, 1] = 12.0  # all skin
+    worn = torch.tensor([[1.0, float("nan"), float("nan"), float("nan")]])
+    not_worn = torch.tensor([[0.0, float("nan"), float("nan"), float("nan")]])
+    task.tag_topk = 4
+    found, missed = task.tag_loss(with_glasses, worn), task.tag_loss(without, worn)
+    assert found < 0.01 < 3.0 < missed
+    assert task.tag_loss(without, not_worn) < 0.01 < 3.0 < task.tag_loss(with_glasses, not_worn)
+    assert task.tag_loss(without, torch.full((1, 4), float("nan"))) is None
+    # through loss(): a tag-only row (mask all IGNORE) contributes tag_weight x the tag term; off at weight 0
+    target = {"mask": torch.full((1, 16, 16), parsing_mod.IGNORE, dtype=torch.uint8), "tags": worn}
+    assert torch.isclose(task.loss({"parsing": without}, target), missed)
+    task.tag_weight = 0.0
+    assert task.loss({"parsing": without}, target) is None
+
+
 # ---- vector tasks and registry -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["attributes", "expression", "identity"])
 def test_vector_targets_do_not_change_under_flip(name):
@@ -241,3 +294,22 @@ def test_parsing_to_face_maps_crop_classes_to_the_right_image_pixels():
     full = pm.full((80, 80))
     assert (full[:60, :28] == 1).all() and (full[:60, 36:62] == 13).all()
     assert (full[66:, :] == 0).all() and (full[:, 66:] == 0).all()  # outside the crop: background
+
+
+def test_celeba_samples_carry_parsing_tags_from_their_attributes(data_root):
+    from faceanalysis.config import PreprocessConfig
+    from faceanalysis.data.batches import AugmentConfig, collate, make_sample
+    from faceanalysis.data.sources import load_source
+    from faceanalysis.tasks.attributes import ATTRIBUTES
+
+    src = load_source("celeba_attr", "val", data_root)
+    tasks = get_tasks(["parsing", "attributes"])
+    rng = np.random.default_rng(0)
+    _, tg = collate([make_sample(src, i, tasks, PreprocessConfig(), rng, AugmentConfig()) for i in range(40)], tasks)
+    attrs = tg["attributes"]["attrs"]
+    for j, (cls, attr) in enumerate(parsing_mod.TAG_ATTRIBUTES.items()):
+        np.testing.assert_array_equal(tg["parsing"]["tags"][:, j], attrs[:, ATTRIBUTES.index(attr)], err_msg=cls)
+    assert (tg["parsing"]["mask"] == parsing_mod.IGNORE).all()  # no masks: only the tags supervise parsing
+    masked = load_source("celebamask_mini", "val", data_root)
+    _, tm = collate([make_sample(masked, i, tasks, PreprocessConfig(), None, None) for i in range(4)], tasks)
+    assert np.isnan(tm["parsing"]["tags"]).all() and (tm["parsing"]["mask"] != parsing_mod.IGNORE).any()

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from ..errors import FaceAnalysisError
 from ..align import kps5_from_68
 from ..tasks.attributes import ATTRIBUTES
+from ..tasks.parsing import tags_from_attributes
 from ..tasks.expression import CLASSES as EXPRESSIONS
 
 CACHE_VERSION = 2
@@ -252,7 +253,7 @@ def load_celeba_attr(root: Path, split: str) -> Source:
         meta = {"split": np.array([r["split"] for r in rows])}
         return Source("celeba_attr", images, _kps_from_pseudo(p), targets, ids=ids, meta=meta)
 
-    return _select(_cached("celeba_attr", root, build, version=3), split)
+    return _select(_with_parsing_tags(_cached("celeba_attr", root, build, version=3)), split)
 
 
 def _celeba_identities(root: Path, ids: list[str]) -> np.ndarray:
@@ -287,7 +288,7 @@ def load_celeba_more(root: Path, split: str) -> Source:
         meta = {"split": np.array([r["split"] for r in rows])}
         return Source("celeba_more", images, kps, targets, ids=[r["id"] for r in rows], meta=meta)
 
-    return _select(_cached("celeba_more", root, build, version=1), split)
+    return _select(_with_parsing_tags(_cached("celeba_more", root, build, version=1)), split)
 
 
 def load_fer2013(root: Path, split: str) -> Source:
@@ -375,6 +376,14 @@ def _fill_missing_kps(src: Source) -> Source:
     if bad.any() and (~bad).any():
         src.kps5 = src.kps5.copy()
         src.kps5[bad] = np.median(src.kps5[~bad], axis=0)
+    return src
+
+
+def _with_parsing_tags(src: Source) -> Source:
+    """Add image-level parsing tags (glasses, hat, earrings, necklace worn or not) from the source's CelebA
+    attributes: the parsing task's weak labels for images without masks (see ``tasks.parsing.tag_loss``)."""
+    if "parsing" not in src.targets and "attributes" in src.targets:
+        src.targets["parsing"] = {"tags": tags_from_attributes(src.targets["attributes"]["attrs"], ATTRIBUTES)}
     return src
 
 

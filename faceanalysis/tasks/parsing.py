@@ -20,6 +20,11 @@ CLASSES = (
 #: class permutation under a horizontal flip (l_/r_ are the subject's sides)
 FLIP_PERM = np.array([0, 1, 2, 3, 5, 4, 7, 6, 9, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18])
 IGNORE = 255
+#: rare parsing classes that CelebA attributes tag at image level (class -> CelebA attribute, Liu et al. 2015):
+#: weak supervision for the four classes with under 210 of the 850 training masks (issue 10)
+TAG_ATTRIBUTES = {"eye_g": "Eyeglasses", "hat": "Wearing_Hat", "ear_r": "Wearing_Earrings",
+                  "neck_l": "Wearing_Necklace"}
+TAG_CLASSES = [CLASSES.index(c) for c in TAG_ATTRIBUTES]
 #: longest side (pixels) at which a face's mask is labelled; larger faces are labelled at this size and
 #: upscaled (the logits are 64x64 per face, so finer grids add no detail, only time)
 MAX_MASK_SIDE = 512
@@ -56,6 +61,15 @@ class ParsingMask:
     def area(self, name: str) -> int:
         """Number of pixels of class ``name``."""
         return int((self.mask == self.class_names.index(name)).sum())
+
+
+def tags_from_attributes(attrs: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    """Image-level parsing tags ``(N, 4)`` (1 = the class is worn, 0 = not, NaN = unknown) for the classes of
+    :data:`TAG_ATTRIBUTES`, from CelebA attribute rows ``attrs`` ``(N, len(names))`` in 0/1 (``names``: their
+    attribute names in column order)."""
+    cols = [names.index(a) for a in TAG_ATTRIBUTES.values()]
+    tags = np.asarray(attrs, np.float32)[:, cols]
+    return np.where(np.isfinite(tags), (tags > 0.5).astype(np.float32), np.nan).astype(np.float32)
 
 
 def parsing_scores(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore: int = IGNORE):
@@ -116,6 +130,10 @@ class ParsingTask(Task):
     outputs = {"parsing": ("19 x S/2 x S/2", "per-class logits on the crop at half resolution; argmax = class id")}
     #: cross-entropy class weights (softened median-frequency balancing), set by :meth:`fit`
     class_weights: torch.Tensor | None = None
+    #: weight of the image-tag term (images without masks whose CelebA attributes say whether glasses, a hat,
+    #: earrings or a necklace are worn; 0 = off) and how many of a class's most confident pixels it pools
+    tag_weight = 0.0
+    tag_topk = 8
 
     def fit(self, sources):
         masks = [m for s in sources.values() if s.masks is not None for m in s.masks]
@@ -132,16 +150,48 @@ class ParsingTask(Task):
         return {"parsing": head(x)}
 
     def empty_target(self, size):
-        return {"mask": np.full((size, size), IGNORE, np.uint8)}
+        return {"mask": np.full((size, size), IGNORE, np.uint8), "tags": np.full(len(TAG_CLASSES), np.nan, np.float32)}
 
     def warp_target(self, target, geo: Geometry):
-        mask = align.warp_mask(target["mask"], geo.matrix, geo.size, fill=IGNORE)
-        if geo.flip:
-            mask = mask[:, ::-1]
-            mask = np.where(mask == IGNORE, IGNORE, FLIP_PERM[np.minimum(mask, 18)]).astype(np.uint8)
-        return {"mask": np.ascontiguousarray(mask)}
+        """``target``: a class-id ``mask`` in the source frame and/or image-level ``tags`` (see
+        :func:`tags_from_attributes`; the tagged classes have no side, so a flip keeps them)."""
+        out = self.empty_target(geo.size)
+        if "tags" in target:
+            out["tags"] = np.asarray(target["tags"], np.float32).copy()
+        if "mask" in target:
+            mask = align.warp_mask(target["mask"], geo.matrix, geo.size, fill=IGNORE)
+            if geo.flip:
+                mask = mask[:, ::-1]
+                mask = np.where(mask == IGNORE, IGNORE, FLIP_PERM[np.minimum(mask, 18)]).astype(np.uint8)
+            out["mask"] = np.ascontiguousarray(mask)
+        return out
 
     def loss(self, raw, target):
+        tag = self.tag_loss(raw["parsing"], target["tags"]) if "tags" in target and self.tag_weight > 0 else None
+        pix = self.mask_loss(raw, target)
+        if tag is None:
+            return pix
+        tag = self.tag_weight * tag
+        return tag if pix is None else pix + tag
+
+    def tag_loss(self, logits: torch.Tensor, tags: torch.Tensor) -> torch.Tensor | None:
+        """Multiple-instance loss from image-level tags: binary cross-entropy between each tag and the mean
+        probability of the class's ``tag_topk`` most confident pixels (a worn class must appear somewhere;
+        a class not worn must appear nowhere). ``logits``: (B, 19, h, w); ``tags``: (B, 4), NaN = unknown.
+        Returns ``None`` when no tag is known."""
+        known = torch.isfinite(tags)
+        rows = known.any(1)
+        if not rows.any():
+            return None
+        prob = logits[rows].float().softmax(1)[:, TAG_CLASSES].flatten(2)  # (R, 4, h*w)
+        k = min(self.tag_topk, prob.shape[-1])
+        pooled = prob.topk(k, dim=-1).values.mean(-1).clamp(1e-4, 1 - 1e-4)
+        t = tags[rows]
+        bce = F.binary_cross_entropy(pooled, torch.nan_to_num(t, nan=0.0), reduction="none")
+        return bce[known[rows]].mean()
+
+    def mask_loss(self, raw, target):
+        """Class-weighted cross-entropy plus soft Dice on the rows with a mask; ``None`` when none has one."""
         mask = target["mask"].long()
         keep = (mask != IGNORE).flatten(1).any(1)
         if not keep.any():
