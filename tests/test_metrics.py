@@ -123,3 +123,14 @@ def test_roc_curve():
     far, tar = M.roc_curve(np.array([0.9, 0.8, 0.7, 0.6]), np.array([1, 0, 1, 0]))
     np.testing.assert_allclose(far, [0, 0, 0.5, 0.5, 1])
     np.testing.assert_allclose(tar, [0, 0.5, 0.5, 1, 1])
+
+
+def test_roc_auc_by_hand_with_ties_counting_half():
+    from faceanalysis.evaluation.metrics import roc_auc
+
+    # positives 0.35, 0.8 vs negatives 0.1, 0.4: 3 of the 4 (pos, neg) pairs are ordered right
+    assert roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
+    assert roc_auc(np.array([0.5, 0.5, 0.5]), np.array([1, 0, 0])) == pytest.approx(0.5)
+    assert roc_auc(np.array([0.9, 0.1]), np.array([True, False])) == pytest.approx(1.0)
+    with pytest.raises(FaceAnalysisError, match="positive and negative"):
+        roc_auc(np.array([0.1, 0.2]), np.array([1, 1]))

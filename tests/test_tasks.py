@@ -296,6 +296,25 @@ def test_parsing_to_face_maps_crop_classes_to_the_right_image_pixels():
     assert (full[66:, :] == 0).all() and (full[:, 66:] == 0).all()  # outside the crop: background
 
 
+def test_parsing_tag_metric_scores_how_well_the_maps_find_tagged_classes():
+    task = TASKS["parsing"]
+    names = parsing_mod.CLASSES
+    logits = np.zeros((4, len(names), 8, 8), np.float32)
+    logits[:, 1] = 5.0  # skin everywhere
+    logits[0, names.index("hat"), :3] = 9.0  # hat found on images 0 and 1 (1 weaker), not on 2 and 3
+    logits[1, names.index("hat"), :2] = 7.0
+    tags = np.full((4, 4), np.nan, np.float32)
+    tags[:, 1] = [1, 1, 0, 0]
+    assert task.tag_metrics(logits, tags) == {"tag_auc": 100.0}
+    # worn on 1 and 2, not on 0 and 3: of the (worn, not worn) pairs (1, 3) is right, (2, 3) a tie (no hat
+    # pixels on either), (1, 0) and (2, 0) wrong: 1.5 of 4
+    tags[:, 1] = [0, 1, 1, 0]
+    assert task.tag_metrics(logits, tags)["tag_auc"] == pytest.approx(37.5)
+    assert task.tag_metrics(logits, np.full((4, 4), np.nan, np.float32)) == {}
+    assert "tag_auc" not in task.metrics({"parsing": logits}, {"mask": np.full((4, 16, 16), 255, np.uint8),
+                                                             "tags": np.full((4, 4), np.nan, np.float32)})
+
+
 def test_celeba_samples_carry_parsing_tags_from_their_attributes(data_root):
     from faceanalysis.config import PreprocessConfig
     from faceanalysis.data.batches import AugmentConfig, collate, make_sample

@@ -150,3 +150,13 @@ def roc_curve(scores: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndar
     tar = np.r_[0.0, tp / max(y.sum(), 1)]
     far = np.r_[0.0, fp / max((~y).sum(), 1)]
     return far, tar
+
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of :func:`roc_curve` (ties count half: the Mann-Whitney U statistic / n+ n-).
+    Raises :class:`FaceAnalysisError` unless both positives and negatives are present."""
+    y = np.asarray(positive).astype(bool)
+    if y.all() or not y.any():
+        raise FaceAnalysisError("roc_auc needs positive and negative samples")
+    far, tar = roc_curve(scores, y)
+    return float(np.sum((far[1:] - far[:-1]) * (tar[1:] + tar[:-1]) / 2))

@@ -211,15 +211,36 @@ class ParsingTask(Task):
         return ce + dice.mean()
 
     def metrics(self, pred, target):
+        out = self.tag_metrics(pred["parsing"], target["tags"]) if "tags" in target else {}
         mask = target["mask"]
         keep = (mask != IGNORE).reshape(len(mask), -1).any(1)
         if not keep.any():
-            return {}
+            return out
         logits = torch.from_numpy(pred["parsing"][keep]).float()
         ids = F.interpolate(logits, size=mask.shape[-2:], mode="bilinear", align_corners=False).argmax(1).numpy()
         f1, iou, present = parsing_scores(ids, mask[keep], len(CLASSES))
         fg = present & (np.arange(len(CLASSES)) > 0)
-        return {"mean_f1": float(f1[fg].mean() * 100), "miou": float(iou[fg].mean() * 100)}
+        return {**out, "mean_f1": float(f1[fg].mean() * 100), "miou": float(iou[fg].mean() * 100)}
+
+    def tag_metrics(self, logits: np.ndarray, tags: np.ndarray) -> dict[str, float]:
+        """How well the parsing maps find the tagged classes on images without masks: ROC AUC (%) of the
+        :meth:`tag_loss` pooled probability against each tag, averaged over the classes with both worn and
+        not-worn images (``tag_auc``). ``logits``: (N, 19, h, w); ``tags``: (N, 4), NaN = unknown."""
+        from ..evaluation.metrics import roc_auc
+
+        known = np.isfinite(tags)
+        if not known.any():
+            return {}
+        rows = known.any(1)
+        prob = torch.from_numpy(np.ascontiguousarray(logits[rows])).float().softmax(1)[:, TAG_CLASSES].flatten(2)
+        pooled = prob.topk(min(self.tag_topk, prob.shape[-1]), dim=-1).values.mean(-1).numpy()
+        aucs = []
+        for j in range(len(TAG_CLASSES)):
+            ok = known[rows, j]
+            y = tags[rows, j][ok] > 0.5
+            if y.any() and not y.all():
+                aucs.append(roc_auc(pooled[ok, j], y))
+        return {"tag_auc": float(np.mean(aucs) * 100)} if aucs else {}
 
     def to_face(self, out, matrix, image_shape, pre: PreprocessConfig) -> dict[str, Any]:
         logits = out["parsing"].astype(np.float32)  # (19, S/2, S/2)
