@@ -37,3 +37,21 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        """As argparse's, but arguments nobody recognises are reported by the deepest sub-command parser that
+        was chosen (``faceanalysis analyze: error: unrecognized arguments: --bogus``), not by the top one."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            _chosen_parser(self, parsed).error("unrecognized arguments: " + " ".join(extra))
+        return parsed
+
+
+def _chosen_parser(parser: argparse.ArgumentParser, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+    """The sub-command parser (at any depth) that ``parsed`` went through; ``parser`` when it has none."""
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(parsed, subs[0].dest, None) if subs else None
+        if name not in (subs[0].choices if subs else {}):
+            return parser
+        parser = subs[0].choices[name]

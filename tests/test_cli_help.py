@@ -31,7 +31,10 @@ def _parser_of(module: str, monkeypatch) -> argparse.ArgumentParser:
     def grab(self, *a, **k):
         raise _Captured(self)
 
+    from faceanalysis._argparse import ArgumentParser
+
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", grab)
+    monkeypatch.setattr(ArgumentParser, "parse_args", grab)  # the project's parsers override it
     with pytest.raises(_Captured) as info:
         importlib.import_module(f"faceanalysis.{module}").main([])
     monkeypatch.undo()
@@ -216,6 +219,8 @@ def test_schema_rejects_what_is_not_analyze_output():
     (["eval", "--bogus"], "--bogus"),                         # a passthrough command's own parser
     (["index"], "SUBCOMMAND"),                                # a sub-command parser (inherits the class)
     (["pseudo-label"], "-o/--output"),
+    (["analyze", "x.jpg", "--bogus"], "faceanalysis analyze: error: unrecognized arguments: --bogus"),  # own name
+    (["index", "search", "q.jpg", "--db", "x.db", "--bogus"], "faceanalysis index search: error: unrecognized arguments: --bogus"),
 ])
 def test_usage_errors_are_one_line(argv, flag, capsys):
     """argparse's usage errors print one line naming the flag and pointing at --help, exit status 2 (the README's
