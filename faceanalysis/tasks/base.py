@@ -119,3 +119,10 @@ def masked_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor | N
     if total <= 0:
         return None
     return (values * weights).sum() / total
+
+
+def weighted_terms(*terms: tuple[float, torch.Tensor | None]) -> torch.Tensor | None:
+    """``sum(weight * term)`` over the ``(weight, term)`` pairs whose term is not ``None`` (a loss term with no
+    labelled sample in the batch), in the order given; ``None`` when every term is."""
+    present = [w * t for w, t in terms if t is not None]
+    return None if not present else sum(present[1:], present[0])

@@ -21,7 +21,7 @@ import numpy as np
 
 from .._lazy import F, torch  # torch on first use (losses); post-processing is numpy
 from ..config import ModelConfig
-from .base import Task, VectorHead, finite_rows
+from .base import Task, VectorHead, finite_rows, weighted_terms
 
 
 class IdentityTask(Task):
@@ -64,11 +64,7 @@ class IdentityTask(Task):
 
     def loss(self, raw, target):
         sup = self.supervised_loss(raw["embedding"], target["label"]) if "label" in target else None
-        distil = self.distillation_loss(raw, target)
-        if sup is None:
-            return distil
-        sup = self.sup_weight * sup
-        return sup if distil is None else distil + sup
+        return weighted_terms((1.0, self.distillation_loss(raw, target)), (self.sup_weight, sup))
 
     def supervised_loss(self, embedding: torch.Tensor, label: torch.Tensor) -> torch.Tensor | None:
         """Margin supervised-contrastive loss over the batch and the cross-batch memory.

@@ -11,7 +11,7 @@ import numpy as np
 from .. import align
 from .._lazy import F, torch  # torch on first use (losses); post-processing is numpy
 from ..config import ModelConfig, PreprocessConfig
-from .base import Geometry, HeadInputs, MapHead, Task
+from .base import Geometry, HeadInputs, MapHead, Task, weighted_terms
 
 CLASSES = (
     "background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear",
@@ -168,11 +168,7 @@ class ParsingTask(Task):
 
     def loss(self, raw, target):
         tag = self.tag_loss(raw["parsing"], target["tags"]) if "tags" in target and self.tag_weight > 0 else None
-        pix = self.mask_loss(raw, target)
-        if tag is None:
-            return pix
-        tag = self.tag_weight * tag
-        return tag if pix is None else pix + tag
+        return weighted_terms((1.0, self.mask_loss(raw, target)), (self.tag_weight, tag))
 
     def tag_loss(self, logits: torch.Tensor, tags: torch.Tensor) -> torch.Tensor | None:
         """Multiple-instance loss from image-level tags: binary cross-entropy between each tag and the mean
