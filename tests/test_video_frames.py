@@ -51,7 +51,10 @@ def test_every_frame_describes_that_frame(default_analyzer, stream, detect_every
             assert np.abs(g.landmarks - r.landmarks).max() < 0.12 * size, f"frame {i}: landmarks lag"
             sim = FaceAnalyzer.similarity(g, r)
             assert sim > 0.85, f"frame {i}: identity {sim:.2f} to the frame's own face (another person carried over?)"
-            assert abs(g.age - r.age) < 8, f"frame {i}: age {g.age:.0f} vs {r.age:.0f}"
+            # the frame's own age is itself noisy: person B's moves 53 -> 64 -> 60 -> 61 -> 65 years between 3-px
+            # shifts on the stage-9 weights, and a tracked frame is aligned from the tracker's key points, not the
+            # detector's; an age carried over from person A (~29) would be off by ~0.6 x 30 = 18 years
+            assert abs(g.age - r.age) < 12, f"frame {i}: age {g.age:.0f} vs {r.age:.0f}"
         if i < 7:
             ids_a.update(f.extra["track_id"] for f in got)
         elif 7 <= i < 12 and smooth:
