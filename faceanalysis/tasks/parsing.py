@@ -179,12 +179,16 @@ class ParsingTask(Task):
         rows = known.any(1)
         if not rows.any():
             return None
-        prob = logits[rows].float().softmax(1)[:, TAG_CLASSES].flatten(2)  # (R, 4, h*w)
-        k = min(self.tag_topk, prob.shape[-1])
-        pooled = prob.topk(k, dim=-1).values.mean(-1).clamp(1e-4, 1 - 1e-4)
+        pooled = self.pooled_tag_probs(logits[rows]).clamp(1e-4, 1 - 1e-4)
         t = tags[rows]
         bce = F.binary_cross_entropy(pooled, torch.nan_to_num(t, nan=0.0), reduction="none")
         return bce[known[rows]].mean()
+
+    def pooled_tag_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """(N, 4): the mean probability of each tagged class's ``tag_topk`` most confident pixels, from parsing
+        logits (N, 19, h, w); what :meth:`tag_loss` trains and :meth:`tag_metrics` scores."""
+        prob = logits.float().softmax(1)[:, TAG_CLASSES].flatten(2)  # (N, 4, h*w)
+        return prob.topk(min(self.tag_topk, prob.shape[-1]), dim=-1).values.mean(-1)
 
     def mask_loss(self, raw, target):
         """Class-weighted cross-entropy plus soft Dice on the rows with a mask; ``None`` when none has one."""
@@ -228,8 +232,7 @@ class ParsingTask(Task):
         if not known.any():
             return {}
         rows = known.any(1)
-        prob = torch.from_numpy(np.ascontiguousarray(logits[rows])).float().softmax(1)[:, TAG_CLASSES].flatten(2)
-        pooled = prob.topk(min(self.tag_topk, prob.shape[-1]), dim=-1).values.mean(-1).numpy()
+        pooled = self.pooled_tag_probs(torch.from_numpy(np.ascontiguousarray(logits[rows]))).numpy()
         aucs = []
         for j in range(len(TAG_CLASSES)):
             ok = known[rows, j]
