@@ -14,7 +14,7 @@ from .detect import Detection, Detector, YuNetDetector
 from .errors import FaceAnalysisError, option
 from .lazy_parsing import LazyParsingMask
 from .preprocess import ImageInput, crop_faces, load_image, normalise_array
-from .runtime import make_runner, resolve_backend
+from .runtime import TTA_MODES, make_runner, resolve_backend, with_tta
 from .tasks import get_tasks
 from .tasks.parsing import CLASSES as PARSING_CLASSES, ParsingMask
 
@@ -151,6 +151,10 @@ class FaceAnalyzer:
         min_score: minimum detection score.
         max_faces: keep at most this many faces (largest first); ``None`` = all.
         batch_size: faces per model call.
+        tta: test-time augmentation. ``None`` (default): one pass per face. ``"flip"``: each face also runs
+            mirrored and the two answers are combined per task (:class:`faceanalysis.runtime.FlipAveraged`): twice
+            the model time, and the gain and cost are in the model card. :meth:`verify` then uses the
+            threshold calibrated with the flip (stored with the weights' calibration).
 
     Threads: one analyzer may be shared by any number of threads (e.g. a web server's workers); results are
     identical to serial calls. The bundled detector keeps one OpenCV instance per thread and a TFLite
@@ -165,13 +169,19 @@ class FaceAnalyzer:
 
     def __init__(self, weights: str | Path | None = None, device: str = "cpu", tasks: Sequence[str] | None = None,
                  backend: str | None = None, detector: Detector | None = None, det_max_side: int | None = None,
-                 min_score: float = 0.6, max_faces: int | None = None, batch_size: int = 32) -> None:
+                 min_score: float = 0.6, max_faces: int | None = None, batch_size: int = 32,
+                 tta: str | None = None) -> None:
         if isinstance(tasks, str):
             tasks = [tasks]
         self.tasks = get_tasks(list(tasks) if tasks is not None else None)
         self.task_names = [t.name for t in self.tasks]
         self.backend = resolve_backend(backend, weights)
-        self.runner = make_runner(self.backend, weights, device, self.task_names if tasks is not None else None)
+        if tta is not None and tta not in TTA_MODES:  # before the model loads
+            raise FaceAnalysisError(f"unknown {option('tta', '--tta')} {tta!r}; choose from {list(TTA_MODES)}"
+                                    + option(" or None (off)", " (omit it for one pass)"))
+        runner = make_runner(self.backend, weights, device, self.task_names if tasks is not None else None)
+        self.tta = tta
+        self.runner = with_tta(runner, tta, self.tasks)
         self.config = self.runner.config
         self.pre = self.config.preprocess
         if batch_size < 1:
@@ -302,7 +312,7 @@ class FaceAnalyzer:
         if self._calibration is None:
             from .verification import load_calibration
 
-            self._calibration = load_calibration(self.weights, self.backend)
+            self._calibration = load_calibration(self.weights, self.backend, self.tta)
         return self._calibration
 
     @property

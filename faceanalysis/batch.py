@@ -529,7 +529,8 @@ class BatchSummary:
 def run_settings(fa: "FaceAnalyzer", max_side: int | None) -> dict[str, Any]:
     """The settings stored with every part; a resumed run must use the same ones."""
     return {"format": FORMAT_VERSION, "weights": str(fa.weights) if fa.weights else "shipped",
-            "tasks": list(fa.task_names), "max_side": max_side, "max_faces": fa.max_faces}
+            "tasks": list(fa.task_names), "max_side": max_side, "max_faces": fa.max_faces,
+            **({"tta": fa.tta} if fa.tta else {})}  # no key without tta: datasets written before it still resume
 
 
 def default_workers() -> int:
@@ -652,7 +653,7 @@ def cmd_batch(args: Any) -> int:
                                 "--overwrite replaces it")
     require_pyarrow("analyze --out")
     kwargs = dict(weights=args.weights, device=args.device, tasks=args.tasks,
-                  backend=None if args.backend == "auto" else args.backend, max_faces=args.max_faces)
+                  backend=None if args.backend == "auto" else args.backend, max_faces=args.max_faces, tta=args.tta)
     mode = dict(resume=args.resume, overwrite=args.overwrite, max_side=args.max_side, flush_images=args.flush_every,
                 progress=not args.quiet)
     try:

@@ -173,7 +173,7 @@ class FaceIndex:
     def _check_model(self) -> None:
         """The database's weights and embedding size must be this analyzer's (set on first use)."""
         fa = self.analyzer
-        model = str(fa.weights) if fa.weights else "shipped"
+        model = (str(fa.weights) if fa.weights else "shipped") + (f" tta={fa.tta}" if fa.tta else "")
         dim = fa.config.model.embedding_dim
         old = self._meta("model")
         if old is None:
@@ -184,7 +184,7 @@ class FaceIndex:
                 self._set_meta("generation", 0)
         elif old != model or int(self._meta("dim", "0")) != dim:
             raise FaceAnalysisError(f"{self.path} was built with weights {old!r}; this analyzer uses {model!r}, whose "
-                                    "embeddings are not comparable: use the same --weights or a new --db")
+                                    "embeddings are not comparable: use the same --weights (and tta) or a new --db")
 
     def __len__(self) -> int:
         return self.con.execute("SELECT COUNT(*) FROM faces").fetchone()[0]

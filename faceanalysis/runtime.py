@@ -97,3 +97,41 @@ def make_runner(backend: str | None, weights: str | Path | None, device: str, ta
     if threads is None:
         return runners.make(backend, weights, device, tasks)
     return runners.make(backend, weights, device, tasks, threads)
+
+
+#: test-time augmentation modes of :class:`faceanalysis.FaceAnalyzer` (``tta=``) and the CLI (``--tta``)
+TTA_MODES = ("flip",)
+
+
+class FlipAveraged:
+    """Test-time augmentation around any runner: every crop and its horizontal mirror run through ``runner``;
+    each task maps the mirror's outputs back into the crop's frame (:meth:`~faceanalysis.tasks.base.Task.unflip`:
+    landmark x and the left/right point order, yaw and roll signs, the parsing map and its l_/r_ classes) and
+    combines the two views (:meth:`~faceanalysis.tasks.base.Task.combine`: the mean; identity L2-normalises it
+    again). Twice the model time per face; same inputs and output names as ``runner``."""
+
+    def __init__(self, runner: Runner, tasks: list) -> None:
+        self.runner = runner
+        self.config = runner.config
+        self.output_names = runner.output_names
+        self.tasks = tasks
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        y = self.runner(x)
+        mirrored = self.runner(np.ascontiguousarray(x[..., ::-1]))
+        out = dict(y)
+        for task in self.tasks:
+            names = [n for n in task.outputs if n in y]
+            if names:
+                back = task.unflip({n: mirrored[n] for n in names}, x.shape[-1])
+                out.update(task.combine([{n: y[n] for n in names}, back]))
+        return out
+
+
+def with_tta(runner: Runner, tta: str | None, tasks: list) -> Runner:
+    """``runner`` wrapped for test-time augmentation ``tta`` (``None``: as it is; ``"flip"``: :class:`FlipAveraged`)."""
+    if tta is None:
+        return runner
+    if tta not in TTA_MODES:
+        raise FaceAnalysisError(f"unknown test-time augmentation {tta!r}; choose from {TTA_MODES} or None (off)")
+    return FlipAveraged(runner, tasks)

@@ -70,8 +70,9 @@ def source_weights(weights: str | Path | None, backend: str) -> tuple[Path | Non
     return (Path(weights).with_name(name) if name else None), w.get("sha256")
 
 
-def load_calibration(weights: str | Path | None, backend: str = "torch") -> dict[str, Any]:
-    """The stored calibration of an analyzer's weights; raises :class:`FaceAnalysisError` (saying how to
+def load_calibration(weights: str | Path | None, backend: str = "torch", tta: str | None = None) -> dict[str, Any]:
+    """The stored calibration of an analyzer's weights, for test-time augmentation ``tta`` (``None`` or
+    ``"flip"``, see :class:`faceanalysis.FaceAnalyzer`); raises :class:`FaceAnalysisError` (saying how to
     compute it) when there is none for exactly these weights."""
     from .weights import DEFAULT_WEIGHTS
 
@@ -90,6 +91,11 @@ def load_calibration(weights: str | Path | None, backend: str = "torch") -> dict
             raise FaceAnalysisError(f"verification calibration {c} is not valid JSON ({err}); recompute it: "
                                     f"{COMMAND}") from err
         if cal.get("weights_sha256") == sha:
+            if tta is not None:
+                if tta not in (cal.get("tta") or {}):
+                    raise FaceAnalysisError(f"verification calibration {c} has no threshold for tta={tta!r} (it was "
+                                            f"written before flip calibration existed); recompute it: {COMMAND}")
+                cal = {**cal, **cal["tta"][tta], "tta_mode": tta}
             cal["file"] = str(c)
             return cal
         seen.append(f"{c} (for weights {str(cal.get('weights_sha256'))[:12]})")
@@ -179,8 +185,17 @@ def readme_block(cal: dict[str, Any]) -> str:
             f"({100 * cal['accuracy_10fold']:.2f} ± {100 * cal['accuracy_10fold_std']:.2f} % with the threshold chosen "
             f"on the other 9 folds). Stricter: threshold {f2['threshold']:.3f} gives TAR {100 * f2['tar']:.2f} % at "
             f"FAR {100 * f2['far']:.2f} %, {f3['threshold']:.3f} gives TAR {100 * f3['tar']:.2f} % at FAR "
-            f"{100 * f3['far']:.2f} % (pass `threshold=`). Computed {cal['computed']}.\n"
+            f"{100 * f3['far']:.2f} % (pass `threshold=`).{_flip_sentence(cal)} Computed {cal['computed']}.\n"
             f"{MARK_END}")
+
+
+def _flip_sentence(cal: dict[str, Any]) -> str:
+    flip = (cal.get("tta") or {}).get("flip")
+    if not flip:
+        return ""
+    return (f" With `tta=\"flip\"` (each face also mirrored) the threshold is **{flip['threshold']:.3f}**: accuracy "
+            f"{100 * flip['accuracy_10fold']:.2f} ± {100 * flip['accuracy_10fold_std']:.2f} % (10-fold), TAR "
+            f"{100 * flip['far_targets']['0.01']['tar']:.2f} % at FAR 1e-2.")
 
 
 def update_readme(readme: Path, cal: dict[str, Any]) -> None:
@@ -215,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         fa = FaceAnalyzer(weights=weights, backend="torch", tasks=["identity"])
         r = lfw_scores(fa, a.data_root)
         cal = calibrate(r["scores"], r["same"], r["fold"])
+        # FaceAnalyzer(tta="flip") averages each face's embedding with its mirror's: other scores, own threshold
+        flip = lfw_scores(FaceAnalyzer(weights=weights, backend="torch", tasks=["identity"], tta="flip"), a.data_root)
+        cal["tta"] = {"flip": calibrate(flip["scores"], flip["same"], flip["fold"])}
         cal.update({"weights": weights.name, "weights_sha256": _sha256(weights),
                     "dataset": "LFW View-2 (data pack: LFW-a greyscale 160 px crops), bundled detector + 5-point "
                                f"alignment, {r['fallback']} of {r['images']} images with the fixed fallback transform",
@@ -228,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         f2 = cal["far_targets"]["0.01"]
         print(f"{out}: threshold {cal['threshold']:.3f}: TAR {100 * cal['tar']:.2f} %, FAR {100 * cal['far']:.2f} %, "
               f"accuracy {100 * cal['accuracy']:.2f} % (10-fold {100 * cal['accuracy_10fold']:.2f} %) on "
-              f"{cal['pairs']} pairs; FAR 1e-2 at {f2['threshold']:.3f}: TAR {100 * f2['tar']:.2f} %")
+              f"{cal['pairs']} pairs; FAR 1e-2 at {f2['threshold']:.3f}: TAR {100 * f2['tar']:.2f} %; with "
+              f"tta='flip': threshold {cal['tta']['flip']['threshold']:.3f}, 10-fold accuracy "
+              f"{100 * cal['tta']['flip']['accuracy_10fold']:.2f} %")
         return 0
 
     return run_command("faceanalysis.verification", run)

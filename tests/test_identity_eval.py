@@ -135,3 +135,7 @@ def test_eval_celeba_more_tiny_and_merge(tmp_path, data_root, tiny_weights):
     (tmp_path / "other.json").write_text(json.dumps(fake))
     assert main(["--data-root", str(data_root), "--weights", str(tiny_weights), "--datasets", "celeba_more",
                  "--limit", "66", "--merge", str(tmp_path / "other.json"), "--report", str(tmp_path / "r2")]) == 2
+    # a report scored without test-time augmentation is not merged into a --tta flip run
+    assert main(["--data-root", str(data_root), "--weights", str(tiny_weights), "--datasets", "celeba_more",
+                 "--limit", "66", "--tta", "flip", "--merge", str(report / "results.json"),
+                 "--report", str(tmp_path / "r3")]) == 2

@@ -147,6 +147,8 @@ def test_bad_inputs(photos, tmp_path, capsys, monkeypatch, fa, tiny_weights):
     # other weights: embeddings not comparable
     with pytest.raises(FaceAnalysisError, match="not comparable"):
         FaceIndex(db, FaceAnalyzer(weights=tiny_weights, tasks=["identity"])).add([photos], progress=False)
+    with pytest.raises(FaceAnalysisError, match="tta=flip"):  # mirrored-average embeddings: another model, in effect
+        FaceIndex(db, FaceAnalyzer(backend="onnx", tasks=["identity"], tta="flip")).add([photos], progress=False)
     with pytest.raises(FaceAnalysisError, match="identity"):
         FaceIndex(db, FaceAnalyzer(backend="onnx", tasks=["pose"])).search(photos / "p0_0.jpg")
     with pytest.raises(FaceAnalysisError, match="128 finite"):

@@ -98,19 +98,33 @@ def test_select_candidate_validates_each_candidate(smoke_run, data_root, tmp_pat
     run = tmp_path / "run"
     shutil.copytree(smoke_run, run)
     trainer_file = (run / "ema_fp16.safetensors").read_bytes()
-    rc = mod.main([str(run), "--ref", f"start={smoke_run / 'ema_fp16.safetensors'}", "--data-root", str(data_root)])
+    rc = mod.main([str(run), "--ref", f"start={smoke_run / 'ema_fp16.safetensors'}", "--soup", "start",
+                   "--data-root", str(data_root)])
     assert rc == 0
     results = json.loads((run / "validation_candidates.json").read_text())
-    assert list(results) == ["start", "ema", "raw"]  # no --init in the smoke config: nothing to debias
+    assert list(results) == ["start", "ema", "raw", "soup"]  # no --init in the smoke config: nothing to debias
+    # the soup is the fp16 midpoint of the reference file and the saved raw candidate, tensor by tensor
+    import torch
+    from safetensors.torch import load_file
+
+    ends = [load_file(str(smoke_run / "ema_fp16.safetensors")), load_file(str(run / "candidate_raw.safetensors"))]
+    soup = load_file(str(run / "candidate_soup.safetensors"))
+    for k, v in soup.items():
+        if v.is_floating_point():
+            assert torch.equal(v.float(), ((ends[0][k].float() + ends[1][k].float()) / 2).half().float()), k
+    assert "soup: 0.5 x" in read_config(run / "candidate_soup.safetensors").extra["averaging"]
     # the reference is the trainer's (plain) EMA of this run, stored in fp16: the same validation numbers
     assert results["start"] == pytest.approx(results["ema"], rel=1e-2, abs=1e-2)
     assert results["raw"] != results["ema"]
     assert (run / "ema_fp16.safetensors").read_bytes() == trainer_file
     assert read_config(run / "candidate_raw.safetensors").extra["averaging"] == "raw"
     table = capsys.readouterr().out
-    assert "| validation metric | start | ema | raw |" in table
+    assert "| validation metric | start | ema | raw | soup |" in table
+    assert "no worse than every --ref on every headline metric:" in table and "- soup: " in table
     from faceanalysis import FaceAnalysisError
 
+    with pytest.raises(FaceAnalysisError, match="--soup other: name one of the --ref"):
+        mod.main([str(run), "--ref", f"start={smoke_run / 'ema_fp16.safetensors'}", "--soup", "other"])
     with pytest.raises(FaceAnalysisError, match="NAME=PATH"):
         mod.main([str(run), "--ref", "nopath", "--data-root", str(data_root)])
     with pytest.raises(FaceAnalysisError, match="--init PATH"):

@@ -8,8 +8,9 @@
 #   1. copy the candidate to faceanalysis/assets/faceanalysis_s128.safetensors (fp16, config embedded)
 #   2. fp32 ONNX into faceanalysis/assets (the default runtime), int8 ONNX + int8 TFLite into weights/export,
 #      each parity-checked against PyTorch on held-out pack crops (the export refuses to write a miss)
-#   3. the `verify` threshold (LFW View-2) and its README block
-#   4. `faceanalysis eval` on the test splits: docs/eval and the README table
+#   3. the `verify` thresholds (LFW View-2; one pass and with tta='flip') and the README block
+#   4. `faceanalysis eval` on the test splits: docs/eval and the README table; the same with flip test-time
+#      augmentation (docs/eval_flip) and its gain and cost (benchmarks/tta.md)
 #   5. the ARM (aarch64, qemu) parity of both int8 artifacts: export/arm/emulated_parity.md and export/README.md
 #   6. photo-collection index quality (docs/index_quality.md, docs/index_clusters.png)
 #   7. the demo screenshot (docs/demo.png) and the web demo screenshot (docs/web_demo.png, when Chromium is there)
@@ -42,7 +43,11 @@ run faceanalysis export --format onnx --precision int8 --check --overwrite -o we
 run faceanalysis export --format tflite --precision int8 --check --overwrite -o weights/export --data-root "$data"
 fi
 if next_step 3; then run python -m faceanalysis.verification --data-root "$data" --update-readme README.md; fi
-if next_step 4; then run faceanalysis eval --threads "$threads" --report docs/eval --update-readme README.md --data-root "$data"; fi
+if next_step 4; then
+run faceanalysis eval --threads "$threads" --report docs/eval --update-readme README.md --data-root "$data"
+run faceanalysis eval --threads "$threads" --report docs/eval_flip --tta flip --no-examples --data-root "$data"
+run python benchmarks/tta_gain.py --data-root "$data" --threads "$threads"
+fi
 if next_step 5; then run python export/arm/emulated_parity.py --data-root "$data" --threads "$threads" --update-readme export/README.md; fi
 if next_step 6; then run python benchmarks/index_quality.py --data-root "$data" --workers "$threads"; fi
 next_step 7 || exit 0

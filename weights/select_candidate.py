@@ -9,7 +9,8 @@ reads ``RUN/checkpoint.safetensors`` and writes three candidates next to it as f
 - ``candidate_ema.safetensors``: the plain EMA of the weights (decay ``ema_decay``), starting weights' share included;
 - ``candidate_ema_debiased.safetensors``: the same EMA with the start weights' share ``decay^(n-1)`` removed (what the
   trainer saves when ``ema_debias`` is on; bias correction as in Adam, Kingma & Ba 2015);
-- ``candidate_raw.safetensors``: the last optimiser iterate.
+- ``candidate_raw.safetensors``: the last optimiser iterate;
+- with ``--soup REF``, ``candidate_soup.safetensors``: the midpoint of the raw candidate and the ``--ref`` weights REF.
 
 Every ``--ref NAME=PATH`` (the shipped weights, the previous stage) is validated beside them. Writes
 ``RUN/validation_candidates.json`` (every metric of every model) and prints a Markdown table of the headline
@@ -61,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ref", action="append", default=[], metavar="NAME=PATH", help="reference weights to validate too")
     p.add_argument("--init", default=None, metavar="PATH",
                    help="the weights the stage started from (default: the --init the run recorded, relative to where it ran)")
+    p.add_argument("--soup", default=None, metavar="REF",
+                   help="also validate candidate_soup: the weight-space midpoint of the --ref named REF and the saved "
+                        "raw candidate (both fp16 files, averaged in fp32; WiSE-FT, Wortsman et al., CVPR 2022)")
     p.add_argument("--data-root", default="../shared/data")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
@@ -83,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         if not path or not Path(path).is_file():
             raise FaceAnalysisError(f"--ref {r!r}: expected NAME=PATH of an existing .safetensors file")
         refs[name] = path
+    if a.soup is not None and a.soup not in refs:
+        raise FaceAnalysisError(f"--soup {a.soup}: name one of the --ref weights ({', '.join(refs) or 'none given'})")
 
     pre = PreprocessConfig(input_size=cfg.model.input_size)
     tasks = get_tasks(cfg.model.tasks)
@@ -113,6 +119,18 @@ def main(argv: list[str] | None = None) -> int:
             extra = {"run": str(a.run), "steps": step, "init_weights": cfg.init,
                      "averaging": name, "validation": results[name]}
             save_weights(m, dataclasses.replace(full, extra=extra), a.run / f"candidate_{name}.safetensors")
+    if a.soup is not None:  # from the saved fp16 files, so the soup is exactly the midpoint of what would ship
+        ends = []
+        for path in (refs[a.soup], a.run / "candidate_raw.safetensors"):
+            state = {k: v.detach().clone() for k, v in raw.state_dict().items()}
+            _init_state_from(state, path)
+            ends.append(state)
+        soup = _model_from({k: ((v + ends[1][k]) / 2).half().float() if v.is_floating_point() else ends[1][k]
+                            for k, v in ends[0].items()}, cfg)  # rounded to fp16 as shipped
+        results["soup"] = validate(soup, val, tasks, pre, "cpu")
+        extra = {"run": str(a.run), "steps": step, "init_weights": cfg.init, "validation": results["soup"],
+                 "averaging": f"soup: 0.5 x {refs[a.soup]} + 0.5 x candidate_raw (weight-space midpoint)"}
+        save_weights(soup, dataclasses.replace(full, extra=extra), a.run / "candidate_soup.safetensors")
     (a.run / "validation_candidates.json").write_text(json.dumps(results, indent=1))
 
     names = list(results)
@@ -123,6 +141,15 @@ def main(argv: list[str] | None = None) -> int:
         best = (max if higher else min)(v for v in vals if v is not None)
         cells = [("-" if v is None else (f"**{v:g}**" if v == best else f"{v:g}")) for v in vals]
         print(f"| {label} | " + " | ".join(cells) + " |")
+    if refs:  # the model card's rule since stage 10: choose only among candidates no worse than the references
+        print("\nno worse than every --ref on every headline metric:")
+        for n in names:
+            if n in refs:
+                continue
+            worse = [f"{label} vs {r}" for key, label, higher in HEADLINE for r in refs
+                     if results[n].get(key) is not None and results[r].get(key) is not None
+                     and (results[n][key] < results[r][key] if higher else results[n][key] > results[r][key])]
+            print(f"- {n}: " + ("yes" if not worse else "no, worse on " + "; ".join(worse)))
     print(f"\nwrote {a.run / 'validation_candidates.json'} and the candidates' .safetensors in {a.run}")
     return 0
 

@@ -78,6 +78,16 @@ class Task:
         return {}
 
     # ---- inference --------------------------------------------------------------------------
+    def unflip(self, out: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+        """This task's exported outputs for horizontally mirrored crops (side ``size``), mapped into the frame
+        of the unmirrored crops, batch first. The default suits outputs a mirror does not change
+        (probabilities, ages, embeddings)."""
+        return out
+
+    def combine(self, views: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """One output from several views of the same crops, all in one frame (see :meth:`unflip`): the mean."""
+        return {k: np.mean([v[k] for v in views], axis=0).astype(views[0][k].dtype) for k in views[0]}
+
     def to_face(self, out: dict[str, np.ndarray], matrix: np.ndarray, image_shape: tuple[int, int],
                 pre: PreprocessConfig) -> dict[str, Any]:
         """One face's outputs (crop frame) -> :class:`~faceanalysis.Face` fields (image frame)."""

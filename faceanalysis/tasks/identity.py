@@ -133,6 +133,12 @@ class IdentityTask(Task):
             out.update(_pair_metrics(pred["embedding"], target["label"]))
         return out
 
+    def combine(self, views):
+        """The mean of the views' embeddings, L2-normalised again (the "flip test" of face recognition, e.g.
+        ArcFace's evaluation: Deng et al., CVPR 2019)."""
+        e = np.mean([v["embedding"] for v in views], axis=0)
+        return {"embedding": (e / np.maximum(np.linalg.norm(e, axis=-1, keepdims=True), 1e-12)).astype(np.float32)}
+
     def to_face(self, out, matrix, image_shape, pre):
         return {"embedding": out["embedding"].astype(np.float32)}
 

@@ -63,6 +63,11 @@ class LandmarksTask(Task):
             pts[:, 0] = geo.size - 1 - pts[:, 0]
         return {"points": pts.astype(np.float32), "weight": np.float32(target["weight"])}
 
+    def unflip(self, out, size):
+        pts = out["landmarks"][:, FLIP_PERM].copy()
+        pts[..., 0] = size - 1 - pts[..., 0]
+        return {"landmarks": pts}
+
     def loss(self, raw, target):
         pts = target["points"]
         keep = finite_rows(pts) & (target["weight"] > 0)

@@ -166,6 +166,9 @@ class ParsingTask(Task):
             out["mask"] = np.ascontiguousarray(mask)
         return out
 
+    def unflip(self, out, size):
+        return {"parsing": np.ascontiguousarray(out["parsing"][:, FLIP_PERM, :, ::-1])}
+
     def loss(self, raw, target):
         tag = self.tag_loss(raw["parsing"], target["tags"]) if "tags" in target and self.tag_weight > 0 else None
         return weighted_terms((1.0, self.mask_loss(raw, target)), (self.tag_weight, tag))

@@ -41,6 +41,11 @@ class PoseTask(Task):
             ypr[0], ypr[2] = -ypr[0], -ypr[2]
         return {"ypr": ypr}
 
+    def unflip(self, out, size):
+        ypr = out["pose"].copy()
+        ypr[:, 0], ypr[:, 2] = -ypr[:, 0], -ypr[:, 2]
+        return {"pose": ypr}
+
     def loss(self, raw, target):
         keep = finite_rows(target["ypr"])
         if not keep.any():
