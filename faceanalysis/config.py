@@ -7,6 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+#: test-time augmentation modes of :class:`faceanalysis.FaceAnalyzer` (``tta=``) and the CLI (``--tta``);
+#: :func:`faceanalysis.runtime.with_tta` applies them
+TTA_MODES = ("flip",)
+
+
 @dataclass
 class PreprocessConfig:
     """How a face becomes a model input: the canonical aligned crop and its normalisation.

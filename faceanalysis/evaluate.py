@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .data.sources import default_data_root
 from .errors import FaceAnalysisError, run_command
+from .config import TTA_MODES
 from .tasks import TASKS
 
 
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-teachers", action="store_true", help="do not score the teachers side by side")
     p.add_argument("--no-examples", action="store_true", help="skip the grid of example overlays")
     p.add_argument("--batch-size", type=int, default=64, help="faces per model call")
-    p.add_argument("--tta", default=None, choices=["flip"],
+    p.add_argument("--tta", default=None, choices=list(TTA_MODES),
                    help="score with test-time augmentation (FaceAnalyzer(tta='flip'): each face also mirrored); "
                         "default: one pass, as the README table and the issue floors are measured")
     p.add_argument("--threads", type=int, default=None, help="torch / OpenCV threads (default: library default)")

@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from ._lazy import TORCH_HINT, torch, torch_available
-from .config import FaceAnalysisConfig
+from .config import TTA_MODES, FaceAnalysisConfig
 from .errors import FaceAnalysisError, option
 
 BACKENDS = ("torch", "onnx", "tflite")
@@ -97,10 +97,6 @@ def make_runner(backend: str | None, weights: str | Path | None, device: str, ta
     if threads is None:
         return runners.make(backend, weights, device, tasks)
     return runners.make(backend, weights, device, tasks, threads)
-
-
-#: test-time augmentation modes of :class:`faceanalysis.FaceAnalyzer` (``tta=``) and the CLI (``--tta``)
-TTA_MODES = ("flip",)
 
 
 class FlipAveraged:

@@ -141,12 +141,13 @@ def threshold_for_far(cal: dict[str, Any], far: str = GALLERY_FAR) -> float:
                                 f"recompute it: {COMMAND}") from err
 
 
-def lfw_scores(fa: Any, data_root: str | Path) -> dict[str, np.ndarray]:
-    """Cosine similarity, label and fold of every LFW View-2 pair (the eval protocol)."""
+def lfw_scores(fa: Any, data_root: str | Path, pairs: Any = None) -> dict[str, np.ndarray]:
+    """Cosine similarity, label and fold of every LFW View-2 pair (the eval protocol); ``pairs``: the
+    :func:`~faceanalysis.evaluation.lfw.load_lfw` result when already loaded (decoding and detection run once)."""
     from .evaluation.lfw import load_lfw
     from .evaluation.protocols import predict
 
-    pairs = load_lfw(data_root)
+    pairs = load_lfw(data_root) if pairs is None else pairs
     e = predict(fa, pairs.images, pairs.kps5, "lfw")[0]["embedding"].astype(np.float64)
     e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
     return {"scores": (e[pairs.i1] * e[pairs.i2]).sum(1), "same": pairs.same.astype(bool), "fold": pairs.fold,
@@ -227,11 +228,15 @@ def main(argv: list[str] | None = None) -> int:
         from .weights import DEFAULT_WEIGHTS
 
         weights = Path(a.weights) if a.weights else DEFAULT_WEIGHTS
+        from .evaluation.lfw import load_lfw
+
         fa = FaceAnalyzer(weights=weights, backend="torch", tasks=["identity"])
-        r = lfw_scores(fa, a.data_root)
+        pairs = load_lfw(a.data_root)
+        r = lfw_scores(fa, a.data_root, pairs)
         cal = calibrate(r["scores"], r["same"], r["fold"])
         # FaceAnalyzer(tta="flip") averages each face's embedding with its mirror's: other scores, own threshold
-        flip = lfw_scores(FaceAnalyzer(weights=weights, backend="torch", tasks=["identity"], tta="flip"), a.data_root)
+        flip = lfw_scores(FaceAnalyzer(weights=weights, backend="torch", tasks=["identity"], tta="flip"), a.data_root,
+                          pairs)
         cal["tta"] = {"flip": calibrate(flip["scores"], flip["same"], flip["fold"])}
         cal.update({"weights": weights.name, "weights_sha256": _sha256(weights),
                     "dataset": "LFW View-2 (data pack: LFW-a greyscale 160 px crops), bundled detector + 5-point "
