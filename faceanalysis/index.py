@@ -184,7 +184,7 @@ class FaceIndex:
                 self._set_meta("generation", 0)
         elif old != model or int(self._meta("dim", "0")) != dim:
             raise FaceAnalysisError(f"{self.path} was built with weights {old!r}; this analyzer uses {model!r}, whose "
-                                    "embeddings are not comparable: use the same --weights (and tta) or a new --db")
+                                    "embeddings are not comparable: use the same --weights (and --tta) or a new --db")
 
     def __len__(self) -> int:
         return self.con.execute("SELECT COUNT(*) FROM faces").fetchone()[0]
@@ -439,11 +439,11 @@ def _open(args: Any, need: bool = True) -> FaceIndex:
     if need and not Path(args.db).is_file():
         raise FaceAnalysisError(f"--db {args.db} does not exist: build it with faceanalysis index add DIR --db {args.db}")
     fa = None
-    if getattr(args, "weights", None) or getattr(args, "backend", "auto") != "auto":
+    if getattr(args, "weights", None) or getattr(args, "backend", "auto") != "auto" or getattr(args, "tta", None):
         from .api import FaceAnalyzer
 
         fa = FaceAnalyzer(weights=args.weights, tasks=["identity"],
-                          backend=None if args.backend == "auto" else args.backend)
+                          backend=None if args.backend == "auto" else args.backend, tta=args.tta)
     return FaceIndex(args.db, fa)
 
 
@@ -501,6 +501,7 @@ def add_index_parser(sub: Any) -> None:
     import argparse
 
     from ._argparse import HelpFormatter
+    from .config import TTA_MODES
 
     p = sub.add_parser("index", help="face search and clustering over a photo collection (the [index] extra)",
                        formatter_class=HelpFormatter,
@@ -514,6 +515,10 @@ def add_index_parser(sub: Any) -> None:
                        "a database keeps the weights it was built with")
         q.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "tflite"],
                        help="runtime; auto: from the suffix of --weights, else torch when installed, else onnx")
+        q.add_argument("--tta", default=None, choices=list(TTA_MODES),
+                       help="test-time augmentation: flip averages each face's embedding with its mirror's (about "
+                            "2x the model time, better matches; benchmarks/tta.md); a database keeps the tta it was "
+                            "built with")
         q.set_defaults(func=cmd_index)
 
     a = isub.add_parser("add", help="add new and changed photos, remove deleted ones", formatter_class=HelpFormatter)

@@ -98,6 +98,27 @@ def test_cli_round_trip(photos, tmp_path, capsys):
     assert (tmp_path / "people.png").is_file()
 
 
+def test_cli_tta(photos, tmp_path, capsys):
+    """--tta flip builds a database of mirrored-average embeddings; the database keeps it and a search or an add
+    without the flag is refused with a one-line error naming it."""
+    import sqlite3
+
+    db = str(tmp_path / "flip.db")
+    one = [str(photos / "p0_0.jpg"), str(photos / "p1_0.jpg")]
+    assert main(["index", "add", *one, "--db", db, "--backend", "onnx", "--tta", "flip", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["index", "search", one[0], "--db", db, "--backend", "onnx", "--tta", "flip", "-k", "1"]) == 0
+    assert f"1. similarity=1.000 {one[0]}" in capsys.readouterr().out
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT value FROM meta WHERE key = 'model'").fetchone()[0] == "shipped tta=flip"
+    assert main(["index", "search", one[0], "--db", db, "--backend", "onnx"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "tta=flip" in err and "--tta" in err, err
+    with pytest.raises(SystemExit):
+        main(["index", "add", str(photos), "--db", db, "--tta", "rotate"])
+    assert "invalid choice: 'rotate'" in capsys.readouterr().err
+
+
 def _check_group_similarities(groups: dict[str, list[dict]], db: str | Path) -> None:
     """Each grouped face's "similarity" is the cosine of its embedding to its group's normalised mean embedding
     (computed here from the database); unknown faces have none."""
