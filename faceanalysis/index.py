@@ -443,7 +443,7 @@ def _open(args: Any, need: bool = True) -> FaceIndex:
         from .api import FaceAnalyzer
 
         fa = FaceAnalyzer(weights=args.weights, tasks=["identity"],
-                          backend=None if args.backend == "auto" else args.backend, tta=args.tta)
+                          backend=None if args.backend == "auto" else args.backend, tta=getattr(args, "tta", None))
     return FaceIndex(args.db, fa)
 
 
@@ -512,18 +512,22 @@ def add_index_parser(sub: Any) -> None:
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument("--db", required=True, metavar="FILE", help="the index database (SQLite), e.g. faces.db")
         q.add_argument("--weights", metavar="FILE", default=None, help="model weights (default: the shipped model); "
-                       "a database keeps the weights it was built with")
+                       "a database records the weights it was built with and refuses others")
         q.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "tflite"],
                        help="runtime; auto: from the suffix of --weights, else torch when installed, else onnx")
-        q.add_argument("--tta", default=None, choices=list(TTA_MODES),
-                       help="test-time augmentation: flip averages each face's embedding with its mirror's (about "
-                            "2x the model time, better matches; benchmarks/tta.md); a database keeps the tta it was "
-                            "built with")
         q.set_defaults(func=cmd_index)
+
+    def tta(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--tta", default=None, choices=list(TTA_MODES),
+                       help="test-time augmentation (default: none, one pass): flip averages each face's embedding "
+                            "with its mirror's (about 2-2.4x the model time, better matches; benchmarks/tta.md). A "
+                            "database built with --tta flip must be added to and searched with --tta flip (anything "
+                            "else is refused)")
 
     a = isub.add_parser("add", help="add new and changed photos, remove deleted ones", formatter_class=HelpFormatter)
     a.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
     common(a)
+    tta(a)
     a.add_argument("--workers", type=int, default=None, metavar="N",
                    help="decode/detect processes (default: usable cores - 1; 0 = one process)")
     a.add_argument("--max-side", type=int, default=None, metavar="PX", help="detector resolution (default: adaptive)")
@@ -531,6 +535,7 @@ def add_index_parser(sub: Any) -> None:
     s = isub.add_parser("search", help="the faces most like each face in a photo", formatter_class=HelpFormatter)
     s.add_argument("photo", help="the query photo")
     common(s)
+    tta(s)
     s.add_argument("-k", type=int, default=10, help="matches per query face")
     s.add_argument("--json", metavar="FILE", help="also write the matches as JSON")
     s.add_argument("--overwrite", action="store_true", help="replace an existing --json file")

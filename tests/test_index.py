@@ -117,6 +117,11 @@ def test_cli_tta(photos, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["index", "add", str(photos), "--db", db, "--tta", "rotate"])
     assert "invalid choice: 'rotate'" in capsys.readouterr().err
+    # cluster reads the stored embeddings and runs no model: no --tta there, and a flip database clusters as is
+    with pytest.raises(SystemExit):
+        main(["index", "cluster", "--db", db, "--tta", "flip"])
+    assert "unrecognized arguments: --tta" in capsys.readouterr().err
+    assert main(["index", "cluster", "--db", db, "--backend", "onnx", "--min-size", "2"]) == 0
 
 
 def _check_group_similarities(groups: dict[str, list[dict]], db: str | Path) -> None:
