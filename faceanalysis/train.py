@@ -58,6 +58,9 @@ class TrainConfig:
     ckpt_every: int = 500
     log_every: int = 50  # steps between JSON loss lines in train.log (running means)
     val_max: int = 600  # images per validation set
+    #: which ``val_max`` images of each validation split are scored: fixed apart from ``seed`` (which orders the
+    #: training data), so stages run with different seeds are validated on the same images
+    val_seed: int = 0
     train_sets: dict[str, str] = field(default_factory=lambda: {
         "utkface": "train", "celeba_attr": "train", "fer2013": "Training", "celebamask_mini": "train",
         "300w_partial": "afw_train", "celeba_more": "train"})
@@ -71,7 +74,10 @@ class TrainConfig:
     #: ``teachers`` extra); "": use the stored pseudo-labels of the clean images
     online_teacher: str = ""
     identity_k: int = 2  # images per identity in a batch for identity-labelled sources (P x K sampling)
-    init: str = ""  # start from these weights (a stage of a training campaign); resume checkpoints win
+    #: start from these weights (a stage of a training campaign); resume checkpoints win. A trainer checkpoint
+    #: (``OUT/checkpoint.safetensors`` of an earlier stage) also brings its AdamW moments, so the stage continues
+    #: the earlier one's optimiser instead of starting Adam's estimates afresh
+    init: str = ""
     #: per-task loss settings set on the fitted task copies, e.g. {"identity": {"sup_weight": 0.0}}
     task_options: dict[str, dict[str, float]] = field(default_factory=dict)
     task_weights: dict[str, float] = field(default_factory=lambda: {
@@ -161,6 +167,7 @@ def validate(model: FaceModel, val: dict[str, tuple[np.ndarray, dict]], tasks: l
 
 
 def build_val(sources: dict[str, Source], tasks: list[Task], pre: PreprocessConfig, limit: int, seed: int):
+    """The validation batches: ``limit`` images of each source, drawn with ``seed`` (``TrainConfig.val_seed``)."""
     rng = np.random.default_rng(seed)
     out = {}
     for name, src in sources.items():
@@ -214,15 +221,23 @@ def read_checkpoint(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]
     return meta, parts["model"], parts["ema"], parts["opt"]
 
 
+def _load_opt_state(opt: torch.optim.Optimizer, opt_tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Put a checkpoint's ``opt/PARAM_ID/NAME`` tensors (AdamW moments and step counts) into ``opt``."""
+    st = opt.state_dict()
+    n_params = sum(len(g["params"]) for g in st["param_groups"])
+    for key, v in opt_tensors.items():
+        pid, name = key.split("/")
+        if int(pid) >= n_params:
+            raise FaceAnalysisError(f"checkpoint {path} has optimiser state for another model")
+        st["state"].setdefault(int(pid), {})[name] = v
+    opt.load_state_dict(st)
+
+
 def load_checkpoint(path: Path, model, ema, opt, sampler: MixtureSampler):
     meta, model_state, ema_state, opt_tensors = read_checkpoint(path)
     model.load_state_dict(model_state)
     ema.load_state_dict(ema_state)
-    st = opt.state_dict()
-    for key, v in opt_tensors.items():
-        pid, name = key.split("/")
-        st["state"].setdefault(int(pid), {})[name] = v
-    opt.load_state_dict(st)
+    _load_opt_state(opt, opt_tensors, path)
     sampler.set_state(json.loads(meta["sampler"]))
     torch.set_rng_state(torch.tensor(json.loads(meta["torch_rng"]), dtype=torch.uint8))
     return int(meta["step"]), json.loads(meta.get("history", "[]"))
@@ -262,7 +277,7 @@ def train(cfg: TrainConfig, data_root: str | Path, out: str | Path, device: str 
     train_sources = {n: load_source(n, s, data_root) for n, s in cfg.train_sets.items()}
     val_sources = {n: load_source(n, s, data_root) for n, s in cfg.val_sets.items()}
     say("train: " + ", ".join(f"{n}={len(s)}" for n, s in train_sources.items()))
-    val = build_val(val_sources, tasks, pre, cfg.val_max, cfg.seed)
+    val = build_val(val_sources, tasks, pre, cfg.val_max, cfg.val_seed)
     tasks = [_with_options(t.fit(train_sources), cfg.task_options.get(t.name, {})) for t in tasks]
 
     model = FaceModel(cfg.model).to(device)
@@ -271,6 +286,8 @@ def train(cfg: TrainConfig, data_root: str | Path, out: str | Path, device: str 
         say(f"initialised from {cfg.init}")
     ema = make_ema(model, cfg.ema_decay)
     opt = _optimizer(model, cfg)
+    if cfg.init and _init_optimizer_from(opt, cfg.init):
+        say(f"AdamW moments carried over from {cfg.init}")
     if teacher is not None:
         say("identity targets: SFace online on each augmented crop (consistent distillation)")
     sampler = MixtureSampler(train_sources, cfg.ratios, tasks, pre, cfg.batch_size, cfg.seed, cfg.augment, cfg.identity_k,
@@ -368,23 +385,56 @@ def debias_ema(ema: torch.optim.swa_utils.AveragedModel, init_state: dict[str, t
     return out
 
 
+def _is_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a trainer checkpoint (``model/``, ``ema/``, ``opt/`` tensors) rather than weights."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return "train_config" in (f.metadata() or {}) and any(k.startswith("model/") for k in f.keys())
+
+
+def _init_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The model tensors of ``path``: a weights file, or the ``model/`` (raw, not EMA) part of a checkpoint."""
+    if _is_checkpoint(path):
+        return read_checkpoint(Path(path))[1]
+    return load_file(str(path))
+
+
+def _init_optimizer_from(opt: torch.optim.AdamW, path: str | Path) -> bool:
+    """Load the AdamW moments (and step counts) of a checkpoint ``path`` into ``opt``; False for plain weights.
+
+    The learning rate, schedule and step of the new stage are its own: only Adam's running estimates carry over.
+    """
+    if not _is_checkpoint(path):
+        return False
+    _load_opt_state(opt, read_checkpoint(Path(path))[3], path)
+    return True
+
+
 def _init_state_from(state: dict[str, torch.Tensor], path: str | Path) -> None:
-    """Fill ``state`` (a model state dict) in place with the float32 tensors of a weights file."""
-    loaded = load_file(str(path))
+    """Fill ``state`` (a model state dict) in place with the float32 tensors of a weights file or checkpoint."""
+    loaded = _init_weights(path)
     for k, v in loaded.items():
         if k in state:
             state[k].copy_(v.float() if v.is_floating_point() else v)
 
 
 def _init_from(model: FaceModel, path: str | Path) -> None:
-    """Load a weights file (safetensors with embedded config) into ``model``; the architectures must match."""
+    """Load a weights file (safetensors with embedded config) or a trainer checkpoint's raw weights into ``model``;
+    the architectures must match."""
     from .weights import read_config
 
-    src = read_config(path)
-    if dataclasses.asdict(src.model) != dataclasses.asdict(model.cfg):
+    if not Path(path).is_file():
+        raise FaceAnalysisError(f"--init {path}: no such file")
+    if _is_checkpoint(path):
+        meta = read_checkpoint(Path(path))[0]
+        src_model = TrainConfig.from_dict(json.loads(meta["train_config"])).model
+    else:
+        src_model = read_config(path).model
+    if dataclasses.asdict(src_model) != dataclasses.asdict(model.cfg):
         raise FaceAnalysisError(f"--init weights {path} were trained with another model config; "
                                 "use the same model section as the run's config")
-    state = load_file(str(path))
+    state = _init_weights(path)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
 
 
@@ -405,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT has a checkpoint")
     p.add_argument("--steps", type=int, default=None, help="override the config's step count")
     p.add_argument("--threads", type=int, default=None, help="override the config's CPU thread count")
-    p.add_argument("--init", default=None, help="start from these weights (e.g. the shipped ones: a new training stage)")
+    p.add_argument("--init", default=None, help="start from these weights (e.g. the shipped ones: a new training stage), or from an earlier "
+                   "stage's OUT/checkpoint.safetensors: its raw weights and AdamW moments")
     args = p.parse_args(argv)
     return run_command("faceanalysis train", lambda: _main(args))
 

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from faceanalysis import FaceAnalyzer
 from faceanalysis.cli import main
@@ -74,6 +75,69 @@ def test_resume_continues_from_the_checkpoint(tmp_path, data_root):
     assert steps == [10, 20, 30]  # no step trained twice
     assert read_config(out / "ema_fp16.safetensors").extra["steps"] == 30
     load_model(out / "ema_fp16.safetensors")
+
+
+def test_init_from_a_checkpoint_continues_its_adam_moments(tmp_path, data_root):
+    """--init with an earlier stage's checkpoint starts from its raw weights and carries AdamW's moments and step
+    counts, so Adam's bias correction does not start over; the new stage's schedule and step are its own."""
+    from faceanalysis import FaceAnalysisError
+    from faceanalysis.config import ModelConfig
+    from faceanalysis.model import FaceModel
+    from faceanalysis.train import _init_from, read_checkpoint
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["train", "--config", "smoke", "--data-root", str(data_root), "--out", str(first), "--steps", "20"]) == 0
+    ckpt = first / "checkpoint.safetensors"
+    _, raw_first, _, opt_first = read_checkpoint(ckpt)
+    assert main(["train", "--config", "smoke", "--data-root", str(data_root), "--out", str(second), "--steps", "10",
+                 "--init", str(ckpt)]) == 0
+    records, lines = _log(second)
+    assert f"initialised from {ckpt}" in lines and f"AdamW moments carried over from {ckpt}" in lines
+    assert [r["step"] for r in records if "step" in r] == [10]  # the new stage counts its own steps
+    _, raw_second, _, opt_second = read_checkpoint(second / "checkpoint.safetensors")
+    # each parameter's Adam step count goes on from the first run's (20, or fewer for the few parameters that get no
+    # gradient on some batches) by the new stage's updates: 10 for most
+    first_steps = {k: float(v) for k, v in opt_first.items() if k.endswith("/step")}
+    steps = {k: float(v) for k, v in opt_second.items() if k.endswith("/step")}
+    assert steps.keys() == first_steps.keys() and max(first_steps.values()) == 20.0
+    assert all(first_steps[k] < v <= first_steps[k] + 10 for k, v in steps.items()), steps
+    assert sum(v == 30.0 for v in steps.values()) > 0.9 * len(steps)
+    assert any(not torch.equal(raw_first[k], raw_second[k]) for k in raw_first)
+    # plain weights still start a stage with fresh moments
+    third = tmp_path / "third"
+    assert main(["train", "--config", "smoke", "--data-root", str(data_root), "--out", str(third), "--steps", "10",
+                 "--init", str(second / "ema_fp16.safetensors")]) == 0
+    _, lines = _log(third)
+    assert not any(ln.startswith("AdamW moments") for ln in lines)
+    _, _, _, opt_third = read_checkpoint(third / "checkpoint.safetensors")
+    assert max(float(v) for k, v in opt_third.items() if k.endswith("/step")) == 10.0
+    with pytest.raises(FaceAnalysisError, match="another model config"):
+        _init_from(FaceModel(ModelConfig()), ckpt)
+    with pytest.raises(FaceAnalysisError, match="no such file"):
+        _init_from(FaceModel(ModelConfig()), tmp_path / "gone.safetensors")
+
+
+def test_validation_images_do_not_follow_the_data_order_seed(tmp_path, data_root, monkeypatch):
+    """Stages run with different data-order seeds are validated on the same images (val_seed); a different
+    val_seed draws other images."""
+    import faceanalysis.train as train_mod
+
+    drawn = []
+    real = train_mod.build_val
+
+    def spy(sources, tasks, pre, limit, seed):
+        val = real(sources, tasks, pre, limit, seed)
+        drawn.append({k: v[0].copy() for k, v in val.items()})
+        return val
+
+    monkeypatch.setattr(train_mod, "build_val", spy)
+    for seed, val_seed in ((0, 0), (7, 0), (0, 3)):
+        cfg = TrainConfig.load("smoke")
+        cfg.steps, cfg.seed, cfg.val_seed = 1, seed, val_seed
+        train_mod.train(cfg, data_root, tmp_path / f"run{seed}_{val_seed}")
+    same, other = drawn[:2], drawn[2]
+    assert all(np.array_equal(same[0][k], same[1][k]) for k in same[0])
+    assert any(not np.array_equal(same[0][k], other[k]) for k in other)
 
 
 def test_bad_data_root(tmp_path):

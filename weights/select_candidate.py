@@ -15,7 +15,7 @@ reads ``RUN/checkpoint.safetensors`` and writes three candidates next to it as f
 Every ``--ref NAME=PATH`` (the shipped weights, the previous stage) is validated beside them. Writes
 ``RUN/validation_candidates.json`` (every metric of every model) and prints a Markdown table of the headline
 validation metrics, the numbers the choice is made on. The validation sets are the training config's
-``val_sets`` (the same ``val_max`` images per set and seed as the trainer's periodic validation).
+``val_sets`` (the same ``val_max`` images per set, drawn with ``val_seed``, as the trainer's periodic validation).
 """
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     pre = PreprocessConfig(input_size=cfg.model.input_size)
     tasks = get_tasks(cfg.model.tasks)
     val = build_val({n: load_source(n, s, a.data_root) for n, s in cfg.val_sets.items()}, tasks, pre, cfg.val_max,
-                    cfg.seed)
+                    cfg.val_seed)
 
     raw = _model_from(model_state, cfg)
     ema = make_ema(FaceModel(cfg.model), cfg.ema_decay)
