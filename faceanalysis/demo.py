@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Iterator
 import cv2
 import numpy as np
 
+from .config import TTA_MODES
 from .errors import FaceAnalysisError, run_command
 
 if TYPE_CHECKING:
@@ -76,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detect-every", type=int, default=1,
                    help="run the detector every Nth frame, track in between (default 1 = every frame)")
     p.add_argument("--no-smooth", action="store_true", help="turn temporal smoothing off")
+    p.add_argument("--tta", default=None, choices=list(TTA_MODES),
+                   help="test-time augmentation: 'flip' also runs each face mirrored and combines the two answers "
+                        "(about 1.9-2.4x the model time per face, benchmarks/tta.md; the gallery is embedded the same "
+                        "way); default: one pass")
     p.add_argument("--layers", nargs="+", default=list(LAYERS), choices=list(LAYERS),
                    help="layers drawn at start (default all)")
     p.add_argument("--gallery", default=None, help="folder with one photo per person (file stem = name)")
@@ -367,7 +372,7 @@ def run(args: argparse.Namespace) -> int:
         h, w = first[0].shape[:2]
         backend, weights = resolve_backend(args.backend, args.weights)
         analyzer = FaceAnalyzer(weights=weights, device=args.device, backend=backend, det_max_side=args.max_side,
-                                max_faces=args.max_faces)
+                                max_faces=args.max_faces, tta=args.tta)
         gallery = load_gallery(analyzer, args.gallery) if args.gallery else {}
         threshold = args.match_threshold
         if gallery and threshold is None:

@@ -190,6 +190,42 @@ def test_gallery_names_faces(video, data_root, tiny_weights, tmp_path):
         assert all(f["name"] in ("Alice", "Bob") and f["similarity"] is not None for f in r["faces"])
 
 
+def test_demo_tta_flip_changes_the_answers_and_keeps_the_names(video, data_root, tmp_path, monkeypatch):
+    """--tta flip reaches the demo's analyzer (frame faces and gallery photos alike): the same frames give other
+    similarities than one pass, and the same names. Shipped weights: a random model's embeddings are too alike
+    (cosine 1.0000 everywhere) to tell the two apart."""
+    import faceanalysis.api
+
+    made = []
+    real_init = faceanalysis.api.FaceAnalyzer.__init__
+
+    def spy(self, *args, **kwargs):
+        made.append(kwargs.get("tta"))
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(faceanalysis.api.FaceAnalyzer, "__init__", spy)
+    gal = tmp_path / "gallery"
+    gal.mkdir()
+    for name, ph in zip(("Alice", "Bob"), _photos(data_root)):
+        cv2.imwrite(str(gal / f"{name}.jpg"), ph[:, :, ::-1])
+    runs = {}
+    for mode, extra in (("flip", ["--tta", "flip"]), ("one", [])):
+        log = tmp_path / f"{mode}.jsonl"
+        assert main(["--source", str(video[0]), "--no-display", "--log", str(log), "--backend", "torch",
+                     "--max-frames", "2", "--quiet", "--gallery", str(gal), "--match-threshold", "-1", "--no-smooth",
+                     *extra]) == 0
+        runs[mode] = [json.loads(line) for line in log.read_text().splitlines()]
+    assert made == ["flip", None]
+    for mode, records in runs.items():
+        for r in records:
+            faces = sorted(r["faces"], key=lambda f: f["bbox"][0])
+            assert [f["name"] for f in faces] == ["Alice", "Bob"], (mode, faces)
+            assert all(0.5 < f["similarity"] < 0.999 for f in faces), (mode, faces)
+    sims = [(a["similarity"], b["similarity"]) for ra, rb in zip(runs["flip"], runs["one"])
+            for a, b in zip(sorted(ra["faces"], key=lambda f: f["bbox"][0]), sorted(rb["faces"], key=lambda f: f["bbox"][0]))]
+    assert all(abs(a - b) > 1e-3 for a, b in sims), sims
+
+
 # ---- tracker / smoothing units --------------------------------------------------------------
 def _det(x0, y0, s=50.0) -> Detection:
     kps = np.array([[x0 + 15, y0 + 20], [x0 + 35, y0 + 20], [x0 + 25, y0 + 30], [x0 + 17, y0 + 40], [x0 + 33, y0 + 40]],
