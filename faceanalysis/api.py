@@ -153,7 +153,7 @@ class FaceAnalyzer:
         batch_size: faces per model call.
         tta: test-time augmentation. ``None`` (default): one pass per face. ``"flip"``: each face also runs
             mirrored and the two answers are combined per task (:class:`faceanalysis.runtime.FlipAveraged`): about
-            2-2.4x the model time, and the gain and cost are in the model card. :meth:`verify` then uses the
+            1.9-2.4x the model time, and the gain and cost are in the model card. :meth:`verify` then uses the
             threshold calibrated with the flip (stored with the weights' calibration).
 
     Threads: one analyzer may be shared by any number of threads (e.g. a web server's workers); results are

@@ -251,7 +251,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     p.add_argument("--tta", default=None, choices=list(TTA_MODES),
                    help="test-time augmentation: 'flip' also runs each face mirrored and combines the two answers "
-                        "(about 2-2.4x the model time; more accurate, benchmarks/tta.md); default: one pass")
+                        "(about 1.9-2.4x the model time; more accurate, benchmarks/tta.md); default: one pass")
 
 
 def _add_analyze(sub) -> None:
