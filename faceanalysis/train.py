@@ -456,7 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="override the config's step count")
     p.add_argument("--threads", type=int, default=None, help="override the config's CPU thread count")
     p.add_argument("--init", default=None, help="start from these weights (e.g. the shipped ones: a new training stage), or from an earlier "
-                   "stage's OUT/checkpoint.safetensors: its raw weights and AdamW moments")
+                   "stage's OUT/checkpoint.safetensors: its raw weights and AdamW moments (the lr schedule and "
+                   "step count are this stage's own)")
     args = p.parse_args(argv)
     return run_command("faceanalysis train", lambda: _main(args))
 
