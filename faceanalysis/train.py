@@ -385,12 +385,19 @@ def debias_ema(ema: torch.optim.swa_utils.AveragedModel, init_state: dict[str, t
     return out
 
 
-def _is_checkpoint(path: str | Path) -> bool:
-    """Whether ``path`` is a trainer checkpoint (``model/``, ``ema/``, ``opt/`` tensors) rather than weights."""
+def _checkpoint_meta(path: str | Path) -> dict[str, str] | None:
+    """The metadata of a trainer checkpoint (``model/``, ``ema/``, ``opt/`` tensors), without reading its tensors;
+    ``None`` for a weights file."""
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
-        return "train_config" in (f.metadata() or {}) and any(k.startswith("model/") for k in f.keys())
+        meta = f.metadata() or {}
+        return meta if "train_config" in meta and any(k.startswith("model/") for k in f.keys()) else None
+
+
+def _is_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a trainer checkpoint rather than weights."""
+    return _checkpoint_meta(path) is not None
 
 
 def _init_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -426,8 +433,8 @@ def _init_from(model: FaceModel, path: str | Path) -> None:
 
     if not Path(path).is_file():
         raise FaceAnalysisError(f"--init {path}: no such file")
-    if _is_checkpoint(path):
-        meta = read_checkpoint(Path(path))[0]
+    meta = _checkpoint_meta(path)
+    if meta is not None:
         src_model = TrainConfig.from_dict(json.loads(meta["train_config"])).model
     else:
         src_model = read_config(path).model
