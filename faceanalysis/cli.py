@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ._argparse import ArgumentParser, DeprecatedAlias, HelpFormatter
 from .errors import FaceAnalysisError, run_command
-from .config import TTA_MODES
+from .config import TTA_HELP, TTA_MODES
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".avif"}
 #: overlays are PNGs named <stem>_faces.png carrying this tEXt key, so that no run reads them back as inputs
@@ -249,9 +249,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "tflite"],
                    help="runtime; auto: from the suffix of --weights, else torch when installed, else onnx")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
-    p.add_argument("--tta", default=None, choices=list(TTA_MODES),
-                   help="test-time augmentation: 'flip' also runs each face mirrored and combines the two answers "
-                        "(about 1.9-2.4x the model time; more accurate, benchmarks/tta.md); default: one pass")
+    p.add_argument("--tta", default=None, choices=list(TTA_MODES), help=TTA_HELP)
 
 
 def _add_analyze(sub) -> None:

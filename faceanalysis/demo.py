@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Iterator
 import cv2
 import numpy as np
 
-from .config import TTA_MODES
+from .config import TTA_HELP, TTA_MODES
 from .errors import FaceAnalysisError, run_command
 
 if TYPE_CHECKING:
@@ -78,9 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the detector every Nth frame, track in between (default 1 = every frame)")
     p.add_argument("--no-smooth", action="store_true", help="turn temporal smoothing off")
     p.add_argument("--tta", default=None, choices=list(TTA_MODES),
-                   help="test-time augmentation: 'flip' also runs each face mirrored and combines the two answers "
-                        "(about 1.9-2.4x the model time per face, benchmarks/tta.md; the gallery is embedded the same "
-                        "way); default: one pass")
+                   help=TTA_HELP + " (gallery photos are embedded the same way)")
     p.add_argument("--layers", nargs="+", default=list(LAYERS), choices=list(LAYERS),
                    help="layers drawn at start (default all)")
     p.add_argument("--gallery", default=None, help="folder with one photo per person (file stem = name)")
