@@ -51,7 +51,7 @@ def face_photo(data_root) -> np.ndarray:
 # ---- fixtures for the core API tests (test_api / test_inputs / test_cli) ----------------------------------------
 @pytest.fixture(scope="session")
 def celeba_photo_paths(data_root) -> list[Path]:
-    """Paths of real 256x256 one-face photos (CelebAMask-HQ test images), sorted."""
+    """Paths of real 256x256 one-face photos (the pack's CelebAMask-HQ images, train and test splits), sorted."""
     paths = [Path(p) for p in sorted(glob.glob(str(data_root / "celebamask_mini" / "images" / "*.jpg")))]
     assert len(paths) >= 12, f"expected CelebAMask-HQ images under {data_root / 'celebamask_mini' / 'images'}"
     return paths

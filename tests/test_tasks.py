@@ -296,6 +296,49 @@ def test_parsing_to_face_maps_crop_classes_to_the_right_image_pixels():
     assert (full[66:, :] == 0).all() and (full[:, 66:] == 0).all()  # outside the crop: background
 
 
+def test_parsing_sides_follow_the_crop_midline_not_the_model():
+    """assign_sides: an eye the model calls l_eye on the crop's left half (the subject's right) becomes r_eye, the
+    pair keeps the larger of its two logits, and classes without a side are untouched."""
+    from faceanalysis.config import PreprocessConfig
+
+    pre = PreprocessConfig(input_size=32)
+    names = parsing_mod.CLASSES
+    le, re_, lb, rb = (names.index(n) for n in ("l_eye", "r_eye", "l_brow", "r_brow"))
+    logits = np.full((19, 16, 16), -5.0, np.float32)
+    logits[1] = 0.0  # skin everywhere
+    logits[le, 6:8, 2:6] = 4.0  # an eye on the crop's left half, called the subject's LEFT eye (wrong)
+    logits[re_, 6:8, 2:6] = 3.0
+    logits[le, 6:8, 10:14] = 2.5  # the other eye, on the right half, also called l_eye (right)
+    logits[rb, 3:5, 10:14] = 6.0  # a brow on the right half called r_brow (wrong)
+    out = parsing_mod.assign_sides(logits, pre)
+    ids = out.argmax(0)
+    assert (ids[6:8, 2:6] == re_).all() and (ids[6:8, 10:14] == le).all() and (ids[3:5, 10:14] == lb).all()
+    np.testing.assert_allclose(out[re_, 6:8, 2:6], 4.0)  # the larger of the pair's two logits
+    keep = [c for c in range(19) if c not in (le, re_, lb, rb, names.index("l_ear"), names.index("r_ear"))]
+    np.testing.assert_array_equal(out[keep], logits[keep])
+    np.testing.assert_array_equal(logits[le, 6:8, 2:6], 4.0)  # the input is not modified
+    # batched input (N, 19, h, w) gives the same as one map at a time; a mirrored map gives the mirrored answer
+    both = parsing_mod.assign_sides(np.stack([logits, logits[:, :, ::-1]]), pre)
+    np.testing.assert_array_equal(both[0], out)
+    mirrored = both[1].argmax(0)[:, ::-1]
+    np.testing.assert_array_equal(parsing_mod.FLIP_PERM[mirrored], ids)
+
+
+def test_parsing_to_face_assigns_sides_by_the_crop_midline():
+    from faceanalysis.config import PreprocessConfig
+
+    pre = PreprocessConfig(input_size=32)
+    names = parsing_mod.CLASSES
+    logits = np.full((19, 16, 16), -5.0, np.float32)
+    logits[1] = 0.0
+    logits[names.index("l_eye"), 6:9, 1:7] = 5.0  # both eyes called l_eye by the "model"
+    logits[names.index("l_eye"), 6:9, 9:15] = 5.0
+    m = np.array([[0.5, 0, 0], [0, 0.5, 0]])
+    full = TASKS["parsing"].to_face({"parsing": logits}, m, (64, 64), pre)["parsing"].full((64, 64))
+    # map pixel = 4 image pixels; image left = crop left = the subject's right eye
+    assert (full[26:34, 8:24] == names.index("r_eye")).all() and (full[26:34, 40:56] == names.index("l_eye")).all()
+
+
 def test_parsing_tag_metric_scores_how_well_the_maps_find_tagged_classes():
     task = TASKS["parsing"]
     names = parsing_mod.CLASSES

@@ -289,8 +289,30 @@ function argmaxWarp(padded, nCls, P, m, w, h) {
   return mask;
 }
 
+/** The subject's (left, right) class pairs: eyes, brows, ears (tasks/parsing.py SIDED_PAIRS). */
+const SIDED_PAIRS = [[4, 5], [6, 7], [8, 9]];
+
+/** A copy of the half x half logit maps in which each sided pair takes the larger of its two logits on its own side
+ * of the crop's midline (the template's eye midpoint) and -1e4 on the other (tasks/parsing.py assign_sides). */
+export function assignSides(logits, half, pre) {
+  const out = Float32Array.from(logits), s = pre.input_size;
+  const mid = (pre.template[0][0] + pre.template[1][0]) / 2 * s;
+  for (const [l, r] of SIDED_PAIRS) {
+    for (let y = 0; y < half; y++) {
+      for (let x = 0; x < half; x++) {
+        const il = (l * half + y) * half + x, ir = (r * half + y) * half + x, both = Math.max(out[il], out[ir]);
+        const subjectLeft = (x + 0.5) * s / half >= mid;  // crop right = subject's left
+        out[il] = subjectLeft ? both : -1e4;
+        out[ir] = subjectLeft ? -1e4 : both;
+      }
+    }
+  }
+  return out;
+}
+
 /** Class ids over the image region the crop covers (tasks/parsing.py ParsingTask.to_face). */
 export function parsingToImage(logits, nCls, half, matrix, pre, imgW, imgH) {
+  logits = assignSides(logits, half, pre);
   const s = pre.input_size, inv = invert(matrix);
   const corners = [[0, 0], [s, 0], [0, s], [s, s]].map((p) => apply(inv, [p[0] - 0.5, p[1] - 0.5]));
   let x0 = Math.floor(Math.min(...corners.map((p) => p[0]))), y0 = Math.floor(Math.min(...corners.map((p) => p[1])));
