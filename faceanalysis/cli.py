@@ -10,7 +10,6 @@ from ._argparse import ArgumentParser, DeprecatedAlias, HelpFormatter
 from .errors import FaceAnalysisError, run_command
 from .config import TTA_HELP, TTA_MODES
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".avif"}
 #: overlays are PNGs named <stem>_faces.png carrying this tEXt key, so that no run reads them back as inputs
 OVERLAY_SUFFIX, OVERLAY_KEY = "_faces.png", b"faceanalysis-overlay"
 
@@ -75,6 +74,8 @@ def _collect(paths: list[str], exclude: list[Path] | None = None) -> tuple[list[
     --json / --jsonl files) and overlays written by earlier runs."""
     import os
 
+    from .decode import IMAGE_EXTS, IMAGE_EXTS_HELP
+
     ex = [e.resolve() for e in exclude or []]
 
     def excluded(q: Path) -> bool:
@@ -92,7 +93,7 @@ def _collect(paths: list[str], exclude: list[Path] | None = None) -> tuple[list[
             kept = [q for q in sorted(found, key=lambda q: os.fsencode(q)) if not excluded(q)]
             skipped += len(found) - len(kept)
             if not kept:
-                raise FaceAnalysisError(f"folder {_shown(p)} contains no images ({', '.join(sorted(IMAGE_EXTS))})"
+                raise FaceAnalysisError(f"folder {_shown(p)} contains no images ({IMAGE_EXTS_HELP})"
                                         + (f"; {skipped} output file(s) of faceanalysis left out" if skipped else ""))
             files.extend(kept)
         elif p.exists():

@@ -29,6 +29,16 @@ MAX_IMAGE_PIXELS = 250_000_000
 #: Pillow formats read (header and fallback decoding; JPEG includes MPO); the rest (EPS, WMF, FITS, ...) are refused
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "PPM", "TGA", "ICO", "AVIF", "JPEG2000",
            "QOI", "PCX", "SGI", "SUN", "PSD")
+#: file name extensions that folder scans (``faceanalysis analyze FOLDER``, ``pseudo-label``, export calibration,
+#: the demo's gallery) treat as images: Pillow's extensions of :data:`FORMATS` (``PIL.Image.registered_extensions``,
+#: checked by ``tests/test_decode.py``) and HEIC / HEIF (decoded with the ``[heif]`` extra)
+IMAGE_EXTS = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".png", ".apng", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff",
+    ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".icb", ".vda", ".vst", ".ico", ".avif", ".avifs", ".jp2", ".j2k", ".j2c",
+    ".jpc", ".jpf", ".jpx", ".qoi", ".pcx", ".sgi", ".rgb", ".rgba", ".bw", ".ras", ".psd", ".heic", ".heif"})
+#: how error messages name them
+IMAGE_EXTS_HELP = ("JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF, HEIC/HEIF, JPEG 2000, PNM, TGA, ICO, QOI, PCX, SGI, PSD; "
+                   "by file extension, faceanalysis.decode.IMAGE_EXTS")
 ORIENTATION_TAG = 0x0112
 #: ISO-BMFF brands of HEIF-family images that Pillow itself does not read
 HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1", b"mif2"}

@@ -19,12 +19,14 @@ import cv2
 import numpy as np
 
 from .config import TTA_HELP, TTA_MODES
+from .decode import IMAGE_EXTS, IMAGE_EXTS_HELP
 from .errors import FaceAnalysisError, run_command
 
 if TYPE_CHECKING:
     from .api import Face, FaceAnalyzer
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+#: extensions --screenshot may write (cv2.imwrite)
+SCREENSHOT_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 #: fourcc per output extension (VideoWriter / FFmpeg)
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 KEYS = {ord("p"): "parsing", ord("l"): "landmarks", ord("a"): "attributes", ord("e"): "expression",
@@ -243,7 +245,7 @@ def load_gallery(analyzer: "FaceAnalyzer", folder: str) -> dict[str, np.ndarray]
         raise FaceAnalysisError(f"--gallery {d} is not a folder; give a folder with one photo per person")
     photos = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTS)
     if not photos:
-        raise FaceAnalysisError(f"--gallery {d} contains no photos ({', '.join(sorted(IMAGE_EXTS))}); "
+        raise FaceAnalysisError(f"--gallery {d} contains no photos ({IMAGE_EXTS_HELP}); "
                                 "add one photo per person named after them, e.g. Ada.jpg")
     if "identity" not in analyzer.task_names:
         raise FaceAnalysisError("--gallery needs the identity task")
@@ -353,8 +355,8 @@ def run(args: argparse.Namespace) -> int:
         raise FaceAnalysisError(f"--gallery {args.gallery} is not a folder; give a folder with one photo per person")
     for path, flag in ((args.output, "--output"), (args.log, "--log"), (args.screenshot, "--screenshot")):
         check_new_file(path, flag, args.overwrite)
-    if args.screenshot and Path(args.screenshot).suffix.lower() not in IMAGE_EXTS:
-        raise FaceAnalysisError(f"--screenshot {args.screenshot}: use an image extension ({', '.join(sorted(IMAGE_EXTS))})")
+    if args.screenshot and Path(args.screenshot).suffix.lower() not in SCREENSHOT_EXTS:
+        raise FaceAnalysisError(f"--screenshot {args.screenshot}: use an image extension ({', '.join(sorted(SCREENSHOT_EXTS))})")
     if args.output and not args.fourcc and Path(args.output).suffix.lower() not in FOURCC:
         raise FaceAnalysisError(f"--output {args.output}: unsupported extension {Path(args.output).suffix!r}; use one "
                                 f"of {', '.join(sorted(FOURCC))} (or pass --fourcc with an extension FFmpeg knows)")

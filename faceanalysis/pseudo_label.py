@@ -34,9 +34,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .decode import IMAGE_EXTS, IMAGE_EXTS_HELP
 from .errors import FaceAnalysisError, run_command
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 BLENDSHAPE_NAMES = (
     "_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight", "cheekPuff",
     "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight",
@@ -189,7 +189,7 @@ def collect(source: str, data_root: Path | None) -> tuple[list[str], list[Path],
     if p.is_dir():
         files = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTS)
         if not files:
-            raise FaceAnalysisError(f"folder {p} contains no images ({', '.join(sorted(IMAGE_EXTS))})")
+            raise FaceAnalysisError(f"folder {p} contains no images ({IMAGE_EXTS_HELP})")
         return [q.relative_to(p).as_posix() for q in files], files, "folder"
     root = Path(data_root) if data_root is not None else default_data_root()
     labels = root / source / "labels.csv"

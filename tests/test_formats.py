@@ -158,3 +158,36 @@ def test_bgr_arrays_with_explicit_color(default_analyzer, photos, celeba_photo_p
     np.testing.assert_array_equal(load_image(celeba_photo_paths[0], color="bgr"), rgb)
     with pytest.raises(FaceAnalysisError, match="color"):
         default_analyzer.analyze(rgb, color="hsv")
+
+
+# ---- folder scans: every decodable format counts as an image ------------------------------------------------------
+def test_image_extensions_cover_every_pillow_format_that_is_decoded():
+    """decode.IMAGE_EXTS (what folder scans pick up) holds Pillow's own extensions of every format decode reads,
+    so a folder of .tga / .qoi / .jp2 photos is not silently skipped."""
+    from faceanalysis.decode import FORMATS, IMAGE_EXTS
+
+    Image.init()
+    pillow = {e for e, f in Image.registered_extensions().items() if f in set(FORMATS) | {"MPO"}}
+    pillow.discard(".pfm")  # float PFM maps: no photos
+    assert pillow <= IMAGE_EXTS, sorted(pillow - IMAGE_EXTS)
+    assert {".heic", ".heif"} <= IMAGE_EXTS
+
+
+def test_analyze_folder_reads_tga_ppm_and_qoi_photos(photos, tmp_path, tiny_weights, capsys):
+    from faceanalysis.cli import main
+
+    d = tmp_path / "mixed"
+    d.mkdir()
+    Image.fromarray(photos[0]).save(d / "a.tga")
+    Image.fromarray(photos[1]).save(d / "b.ppm")
+    try:
+        Image.fromarray(photos[0]).save(d / "c.qoi")
+    except (KeyError, OSError):  # Pillow without a QOI writer: the two above still count
+        pass
+    n = len(list(d.iterdir()))
+    out = tmp_path / "r.json"
+    assert main(["analyze", str(d), "--json", str(out), "--weights", str(tiny_weights)]) == 0
+    import json
+
+    report = json.loads(out.read_text())
+    assert len(report) == n and all(isinstance(v, list) and len(v) == 1 for v in report.values()), report.keys()

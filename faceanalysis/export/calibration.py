@@ -15,13 +15,13 @@ import numpy as np
 from tqdm import tqdm
 
 from ..config import PreprocessConfig
+from ..decode import IMAGE_EXTS, IMAGE_EXTS_HELP
 from ..errors import FaceAnalysisError
 
 #: training splits used for calibration by default (never test / val images)
 CALIB_SOURCES = (("utkface", "train"), ("celeba_attr", "train"), ("fer2013", "Training"))
 #: held-out splits used for parity checks (never seen in training or calibration)
 PARITY_SOURCES = (("celebamask_mini", "test"), ("utkface", "test"), ("celeba_attr", "test"))
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def _pack_crops(sources: tuple[tuple[str, str], ...], n: int, pre: PreprocessConfig, seed: int,
@@ -83,7 +83,7 @@ def folder_crops(folder: str | Path, pre: PreprocessConfig, max_faces: int = 500
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
     if not files:
         raise FaceAnalysisError(f"{role} folder {folder} ({flag}) contains no images "
-                                f"({', '.join(sorted(IMAGE_EXTS))})")
+                                f"({IMAGE_EXTS_HELP})")
     det = YuNetDetector()
     crops: list[np.ndarray] = []
     for path in tqdm(files, desc=f"{role} faces", unit="img", leave=False):
