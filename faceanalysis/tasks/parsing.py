@@ -20,8 +20,9 @@ CLASSES = (
 #: class permutation under a horizontal flip (l_/r_ are the subject's sides)
 FLIP_PERM = np.array([0, 1, 2, 3, 5, 4, 7, 6, 9, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18])
 IGNORE = 255
-#: the subject's (left, right) class pairs; in an aligned crop the subject's right side is the crop's left half
-SIDED_PAIRS = ((4, 5), (6, 7), (8, 9))
+#: the subject's (left, right) class pairs (eyes, brows, ears: the pairs FLIP_PERM swaps); in an aligned crop the
+#: subject's right side is the crop's left half
+SIDED_PAIRS = tuple((i, int(j)) for i, j in enumerate(FLIP_PERM) if j > i)
 #: rare parsing classes that CelebA attributes tag at image level (class -> CelebA attribute, Liu et al. 2015):
 #: weak supervision for the four classes with under 210 of the 850 training masks (issue 10)
 TAG_ATTRIBUTES = {"eye_g": "Eyeglasses", "hat": "Wearing_Hat", "ear_r": "Wearing_Earrings",
