@@ -52,6 +52,9 @@ class ModelConfig:
     decoder_heads: int = 4
     decoder_mlp_dim: int = 384
     pixel_dim: int = 32  # channels of the stride-2 pixel features that spatial heads read
+    #: parsing logits at S / parsing_stride per side: 2 reads the shared stride-2 pixel features; 1 adds the
+    #: ParsingRefiner (full crop resolution, guided by the crop's pixels)
+    parsing_stride: int = 2
     embedding_dim: int = 128
     age_bins: int = 101  # ages 0..100
     tasks: tuple[str, ...] = ("parsing", "landmarks", "pose", "attributes", "expression", "identity")
@@ -68,7 +71,12 @@ class FaceAnalysisConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # training command, metrics, ...
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        """JSON of every field, but ``parsing_stride`` only when it is not the default 2: weights without the
+        parsing refiner stay readable by releases that predate the field."""
+        d = dataclasses.asdict(self)
+        if d["model"]["parsing_stride"] == 2:
+            del d["model"]["parsing_stride"]
+        return json.dumps(d, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "FaceAnalysisConfig":

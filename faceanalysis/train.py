@@ -176,10 +176,17 @@ def build_val(sources: dict[str, Source], tasks: list[Task], pre: PreprocessConf
     return out
 
 
-def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+def _param_groups(model: torch.nn.Module) -> tuple[list[str], list[str]]:
+    """Parameter names with and without weight decay (vectors, tokens and position embeddings go without)."""
     decay, no_decay = [], []
     for n, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "token" in n or "pos_embed" in n or n.endswith("image_pe") else decay).append(p)
+        (no_decay if p.ndim < 2 or "token" in n or "pos_embed" in n or n.endswith("image_pe") else decay).append(n)
+    return decay, no_decay
+
+
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    params = dict(model.named_parameters())
+    decay, no_decay = ([params[n] for n in g] for g in _param_groups(model))
     return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                               {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.999))
 
@@ -286,7 +293,7 @@ def train(cfg: TrainConfig, data_root: str | Path, out: str | Path, device: str 
         say(f"initialised from {cfg.init}")
     ema = make_ema(model, cfg.ema_decay)
     opt = _optimizer(model, cfg)
-    if cfg.init and _init_optimizer_from(opt, cfg.init):
+    if cfg.init and _init_optimizer_from(opt, cfg.init, model):
         say(f"AdamW moments carried over from {cfg.init}")
     if teacher is not None:
         say("identity targets: SFace online on each augmented crop (consistent distillation)")
@@ -304,6 +311,10 @@ def train(cfg: TrainConfig, data_root: str | Path, out: str | Path, device: str 
     if cfg.init and cfg.ema_debias:
         init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         _init_state_from(init_state, cfg.init)  # from the file: after a resume the model is no longer there
+        # only the tensors the file has: a grown model's new layers' start values are not on disk (after a resume
+        # the model holds trained values there), so debias_ema leaves those tensors as the plain EMA
+        on_disk = set(_init_weights(cfg.init))
+        init_state = {k: v for k, v in init_state.items() if k in on_disk}
 
     def averaged() -> torch.nn.Module:
         return debias_ema(ema, init_state, cfg.ema_decay) if init_state is not None else ema.module
@@ -407,15 +418,27 @@ def _init_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-def _init_optimizer_from(opt: torch.optim.AdamW, path: str | Path) -> bool:
+def _init_optimizer_from(opt: torch.optim.AdamW, path: str | Path, model: torch.nn.Module | None = None) -> bool:
     """Load the AdamW moments (and step counts) of a checkpoint ``path`` into ``opt``; False for plain weights.
 
     The learning rate, schedule and step of the new stage are its own: only Adam's running estimates carry over.
     """
     if not _is_checkpoint(path):
         return False
-    _load_opt_state(opt, read_checkpoint(Path(path))[3], path)
+    tensors = read_checkpoint(Path(path))[3]
+    if model is not None:  # map the moments by parameter name: a grown model has more parameters
+        src_cfg = TrainConfig.from_dict(json.loads(_checkpoint_meta(path)["train_config"]))
+        src_names = _optimizer_param_names(FaceModel(src_cfg.model))
+        dst_ids = {n: i for i, n in enumerate(_optimizer_param_names(model))}
+        tensors = {f"{dst_ids[src_names[int(pid)]]}/{name}": v for key, v in tensors.items()
+                   for pid, name in [key.split("/")] if int(pid) < len(src_names) and src_names[int(pid)] in dst_ids}
+    _load_opt_state(opt, tensors, path)
     return True
+
+
+def _optimizer_param_names(model: torch.nn.Module) -> list[str]:
+    """The model's parameter names in the order :func:`_optimizer` numbers them (its groups in turn)."""
+    return [n for g in _param_groups(model) for n in g]
 
 
 def _init_state_from(state: dict[str, torch.Tensor], path: str | Path) -> None:
@@ -438,11 +461,23 @@ def _init_from(model: FaceModel, path: str | Path) -> None:
         src_model = TrainConfig.from_dict(json.loads(meta["train_config"])).model
     else:
         src_model = read_config(path).model
-    if dataclasses.asdict(src_model) != dataclasses.asdict(model.cfg):
+    grown = _grown_only(src_model, model.cfg)
+    if dataclasses.asdict(src_model) != dataclasses.asdict(model.cfg) and not grown:
         raise FaceAnalysisError(f"--init weights {path} were trained with another model config; "
-                                "use the same model section as the run's config")
-    state = _init_weights(path)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+                                "use the same model section as the run's config (or grow it: parsing_stride 2 -> 1)")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in _init_weights(path).items()}
+    missing, unexpected = model.load_state_dict(state, strict=not grown)
+    if unexpected or any(not k.startswith("parsing_refiner.") for k in missing):
+        raise FaceAnalysisError(f"--init weights {path} do not fit the grown model (missing {missing[:3]}, "
+                                f"unexpected {unexpected[:3]})")
+
+
+def _grown_only(src: ModelConfig, dst: ModelConfig) -> bool:
+    """True when ``dst`` is ``src`` with the parsing refiner added (``parsing_stride`` 2 -> 1): a model that starts
+    from ``src``'s weights computes exactly what they did, its parsing maps bilinearly upsampled (the refiner's
+    last conv starts at zero), so a stage may grow it."""
+    return src.parsing_stride == 2 and dst.parsing_stride == 1 and \
+        dataclasses.asdict(dataclasses.replace(src, parsing_stride=1)) == dataclasses.asdict(dst)
 
 
 def _with_extra(full_cfg: FaceAnalysisConfig, cfg: TrainConfig, name: str, step: int, history) -> FaceAnalysisConfig:

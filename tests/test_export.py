@@ -396,3 +396,39 @@ def test_check_data_overrides_the_pack(tiny_weights, photo_folders, data_root, t
     assert main(["--format", "onnx", "--precision", "fp32", "--weights", str(tiny_weights), "--check-data", str(check),
                  "-o", str(tmp_path / "out")]) == 0, capsys.readouterr().err
     assert read_sidecar(tmp_path / "out" / "tiny.fp32.onnx")["parity"]["images"].endswith("(--check-data)")
+
+
+def test_full_resolution_parsing_exports_and_maps_back(tmp_path, tiny_inputs, face_photo):
+    """Weights with parsing_stride 1 (the parsing refiner, its last conv non-zero) export to ONNX with (19, S, S)
+    parsing logits that match torch, and analyze() maps them back onto the photo alike on both backends."""
+    import dataclasses
+
+    import torch
+
+    from faceanalysis import FaceAnalyzer
+    from faceanalysis.config import FaceAnalysisConfig, ModelConfig, PreprocessConfig
+    from faceanalysis.export.runners import OnnxRunner
+    from faceanalysis.model import FaceModel
+    from faceanalysis.weights import save_weights
+
+    from conftest import TINY
+
+    torch.manual_seed(5)
+    cfg = FaceAnalysisConfig(model=ModelConfig(**TINY, parsing_stride=1),
+                             preprocess=PreprocessConfig(input_size=TINY["input_size"]))
+    model = FaceModel(cfg.model).eval()
+    torch.nn.init.normal_(model.parsing_refiner.out.weight, std=0.2)
+    weights = save_weights(model, cfg, tmp_path / "fine.safetensors")
+    path = export_artifact("onnx", "fp32", weights, tmp_path / "onnx", parity_x=tiny_inputs[1])
+    s = TINY["input_size"]
+    assert read_sidecar(path)["outputs"][0]["shape"] == f"19 x {s} x {s}"
+    model, _ = load_model(weights)
+    x = tiny_inputs[1][:2]
+    out, ref = OnnxRunner(path)(x), torch_reference(model, x)
+    assert out["parsing"].shape == (2, 19, s, s)
+    np.testing.assert_allclose(out["parsing"], ref["parsing"], atol=1e-3)
+    faces = {b: FaceAnalyzer(weights=w, backend=b, tasks=["parsing"]).analyze(face_photo)
+             for b, w in (("torch", weights), ("onnx", path))}
+    a, b = (f[0].parsing.full(face_photo.shape[:2]) for f in (faces["torch"], faces["onnx"]))
+    assert (a == b).mean() > 0.99 and (a != 0).mean() > 0.2
+    assert dataclasses.asdict(read_config(weights).model)["parsing_stride"] == 1

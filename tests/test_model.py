@@ -86,3 +86,41 @@ def test_shipped_weights_build_the_documented_model(default_weights):
         out = model(torch.zeros(2, 3, 128, 128))
     assert out["parsing"].shape == (2, 19, 64, 64) and out["landmarks"].shape == (2, 68, 2)
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_parsing_refiner_grows_the_model_without_changing_what_it_computes(tiny_model, batch):
+    """parsing_stride 1 adds the ParsingRefiner (full-resolution parsing maps). Grown from stride-2 weights, its
+    zero-initialised last conv makes the model compute exactly what they did, the parsing maps bilinearly
+    upsampled (the class vectors are dotted with linearly upsampled features); the other outputs are unchanged."""
+    import dataclasses
+
+    from torch.nn import functional as F
+
+    from faceanalysis import FaceAnalysisError
+
+    s = TINY["input_size"]
+    grown = FaceModel(dataclasses.replace(tiny_model.cfg, parsing_stride=1)).eval()
+    missing, unexpected = grown.load_state_dict(tiny_model.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("parsing_refiner.") for k in missing)
+    with torch.no_grad():
+        before, after = tiny_model(batch), grown(batch)
+    assert after["parsing"].shape == (3, 19, s, s)
+    up = F.interpolate(before["parsing"], size=(s, s), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(after["parsing"], up, atol=1e-4, rtol=1e-4)
+    for k in before:
+        if k != "parsing":
+            torch.testing.assert_close(after[k], before[k])
+    # the refiner is trainable: with a non-zero last conv the maps differ from the upsampled ones
+    torch.nn.init.normal_(grown.parsing_refiner.out.weight, std=0.1)
+    with torch.no_grad():
+        assert not torch.allclose(grown(batch, tasks=["parsing"])["parsing"], up, atol=1e-3)
+    with pytest.raises(FaceAnalysisError, match="parsing_stride must be 1 or 2"):
+        FaceModel(dataclasses.replace(tiny_model.cfg, parsing_stride=4))
+    # weights files name the field only when it is not the default, so stride-2 weights stay readable by releases
+    # that predate it
+    from faceanalysis.config import FaceAnalysisConfig
+
+    plain, fine = FaceAnalysisConfig(), FaceAnalysisConfig(model=grown.cfg)
+    assert "parsing_stride" not in plain.to_json() and '"parsing_stride": 1' in fine.to_json()
+    assert FaceAnalysisConfig.from_json(plain.to_json()) == plain
+    assert FaceAnalysisConfig.from_json(fine.to_json()).model.parsing_stride == 1

@@ -223,6 +223,42 @@ def test_vector_targets_do_not_change_under_flip(name):
         np.testing.assert_array_equal(out[k], tgt[k])
 
 
+def test_expression_target_mixes_fer2013_label_and_ferplus_votes_at_vote_weight():
+    """ExpressionTask.vote_weight re-mixes the FER2013 label and the FER+ votes; rows without both parts (teacher
+    pseudo-labels, images without votes) keep their stored probs; the metrics score each label set."""
+    import copy
+
+    import torch
+
+    task = copy.copy(TASKS["expression"])
+    votes = np.array([0.0, 0.2, 0.0, 0.8, 0.0, 0.0, 0.0], np.float32)  # FER+: mostly sadness
+    fer = {"probs": 0.5 * np.eye(7, dtype=np.float32)[0] + 0.5 * votes, "weight": np.float32(1),
+           "label": np.float32(0), "votes": votes}  # FER2013 label: neutral
+    teacher = task.warp_target({"probs": np.full(7, 1 / 7, np.float32), "weight": np.float32(0.1)},
+                               _identity_geo(False))
+    assert set(teacher) == set(fer) == set(task.empty_target(S))  # a batch stacks the same keys
+    batch = {k: torch.from_numpy(np.stack([np.asarray(fer[k]), np.asarray(teacher[k])])) for k in fer}
+    np.testing.assert_allclose(task.target_probs(batch).numpy(), batch["probs"].numpy(), atol=1e-6)  # 0.5: as stored
+    task.vote_weight = 0.75
+    mixed = task.target_probs(batch).numpy()
+    np.testing.assert_allclose(mixed[0], 0.25 * np.eye(7)[0] + 0.75 * votes, atol=1e-6)
+    np.testing.assert_allclose(mixed[1], 1 / 7, atol=1e-6)
+    # the loss follows the mix: a sadness-confident prediction costs less at vote_weight 0.75 than at 0.5
+    raw = {"expression": torch.tensor([[0.0, 0, 0, 4, 0, 0, 0], [0.0] * 7])}
+    low = task.loss(raw, batch)
+    task.vote_weight = 0.5
+    assert low < task.loss(raw, batch)
+    pred = {"expression": np.eye(7, dtype=np.float32)[[3, 0]]}
+    tgt = {k: np.stack([np.asarray(fer[k]), np.asarray(teacher[k])]) for k in fer}
+    m = task.metrics(pred, tgt)  # the teacher row (weight 0.1) is not scored
+    assert m == {"acc": 0.0, "acc_fer2013": 0.0, "acc_ferplus": 100.0}
+    tgt["votes"][0] = [0.0, 0.5, 0.0, 0.5, 0, 0, 0]  # no majority (a tie): not scored against FER+
+    assert "acc_ferplus" not in task.metrics(pred, tgt)
+    task.vote_weight = 1.5
+    with pytest.raises(FaceAnalysisError, match="vote_weight must be between 0 and 1"):
+        task.loss(raw, batch)
+
+
 def test_task_registry_and_unknown_names():
     assert list(TASKS) == ["parsing", "landmarks", "pose", "attributes", "expression", "identity"]
     assert [t.name for t in get_tasks(["identity", "pose"])] == ["pose", "identity"]
@@ -375,3 +411,101 @@ def test_celeba_samples_carry_parsing_tags_from_their_attributes(data_root):
     masked = load_source("celebamask_mini", "val", data_root)
     _, tm = collate([make_sample(masked, i, tasks, PreprocessConfig(), None, None) for i in range(4)], tasks)
     assert np.isnan(tm["parsing"]["tags"]).all() and (tm["parsing"]["mask"] != parsing_mod.IGNORE).any()
+
+
+def test_fer2013_samples_carry_their_label_and_ferplus_votes(data_root):
+    """load_fer2013 adds the two parts of the stored 1/2 + 1/2 expression mix (FER2013 label, FER+ votes read
+    from labels.csv); re-mixed at 0.5 they give the stored probs back; a batch mixing FER2013 and teacher rows
+    stacks (the same keys)."""
+    import csv
+
+    import torch
+
+    from faceanalysis.config import PreprocessConfig
+    from faceanalysis.data.batches import collate, make_sample
+    from faceanalysis.data.sources import load_source
+
+    src = load_source("fer2013", "PublicTest", data_root)
+    t = src.targets["expression"]
+    has = np.isfinite(t["votes"]).all(1)
+    assert has.mean() > 0.99 and np.allclose(t["votes"][has].sum(1), 1, atol=1e-5)
+    with open(data_root / "fer2013" / "labels.csv", newline="") as f:
+        row = next(r for r in csv.DictReader(f) if r["id"] == src.ids[0])
+    from faceanalysis.tasks.expression import CLASSES
+
+    raw = np.array([float(row["votes_" + c]) for c in CLASSES])
+    np.testing.assert_allclose(t["votes"][0], raw / raw.sum(), atol=1e-6)
+    task = TASKS["expression"]
+    back = task.target_probs({k: torch.from_numpy(np.asarray(v)) for k, v in t.items()}).numpy()
+    np.testing.assert_allclose(back, t["probs"], atol=1e-6)
+    tasks = get_tasks(["expression"])
+    teacher = load_source("utkface", "val", data_root)
+    samples = [make_sample(s, i, tasks, PreprocessConfig(), None, None) for s in (src, teacher) for i in range(3)]
+    _, tg = collate(samples, tasks)
+    assert np.isfinite(tg["expression"]["label"][:3]).all() and np.isnan(tg["expression"]["label"][3:]).all()
+
+
+def _js_parsing_to_image(logits: np.ndarray, matrix: np.ndarray, pre, shape: tuple[int, int]) -> np.ndarray:
+    """The web client's ``parsingToImage`` (demos/web/faceanalysis.js) run by node: the full-image mask."""
+    import json
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node not found: the web client's tests need Node.js (.ci/run installs it)")
+    js = Path(__file__).resolve().parents[1] / "demos" / "web" / "faceanalysis.js"
+    script = ("import { parsingToImage } from " + json.dumps(js.as_uri()) + ";\n"
+              "let s = ''; process.stdin.on('data', (d) => { s += d; });\n"
+              "process.stdin.on('end', () => { const a = JSON.parse(s);\n"
+              "  const r = parsingToImage(Float32Array.from(a.logits), a.n, a.half, a.matrix, a.pre, a.w, a.h);\n"
+              "  process.stdout.write(JSON.stringify({ box: r.box, mask: Array.from(r.mask) })); });\n")
+    arg = {"logits": logits.ravel().tolist(), "n": logits.shape[0], "half": logits.shape[-1],
+           "matrix": matrix.tolist(), "pre": {"input_size": pre.input_size, "template": [list(p) for p in pre.template]},
+           "w": shape[1], "h": shape[0]}
+    out = subprocess.run([node, "--input-type=module", "-e", script], input=json.dumps(arg), capture_output=True,
+                         text=True, check=True, timeout=60)
+    r = json.loads(out.stdout)
+    x0, y0, x1, y1 = r["box"]
+    full = np.zeros(shape, np.uint8)
+    full[y0:y1, x0:x1] = np.asarray(r["mask"], np.uint8).reshape(y1 - y0, x1 - x0)
+    return full
+
+
+@pytest.mark.parametrize("stride", [2, 1])
+def test_parsing_maps_at_either_resolution_map_back_alike_in_python_and_the_web_client(stride):
+    """to_face reads the map's resolution from its shape (S/2 or, with parsing_stride 1, S): a full-resolution map
+    that is the pixel-centre bilinear upsampling of a half-resolution one gives (nearly) the same image mask; the
+    web client's parsingToImage gives the same mask as Python at both resolutions."""
+    from faceanalysis.config import PreprocessConfig
+
+    pre = PreprocessConfig(input_size=32)
+    names = parsing_mod.CLASSES
+    # crop-frame regions with sharp edges on even crop pixels: skin, a nose square, hair along the top, an eye
+    coarse = np.full((19, 16, 16), -5.0, np.float32)
+    coarse[names.index("skin")] = 0.0
+    coarse[names.index("nose"), 6:10, 7:11] = 5.0  # crop pixels [12, 20) x [14, 22)
+    coarse[names.index("hair"), :4] = 5.0  # crop rows [0, 8)
+    coarse[names.index("l_eye"), 5:7, 10:13] = 5.0  # subject's left = crop right
+    logits = coarse if stride == 2 else coarse.repeat(2, 1).repeat(2, 2)  # the same regions, one map pixel each
+    m = np.array([[0.4, 0.05, 2.0], [-0.05, 0.4, 3.0]])  # image -> crop: a face about 80 px wide, turned a little
+    task = TASKS["parsing"]
+    py = task.to_face({"parsing": logits}, m, (90, 100), pre)["parsing"].full((90, 100))
+    ref = task.to_face({"parsing": coarse}, m, (90, 100), pre)["parsing"].full((90, 100))
+    assert (py != 0).mean() > 0.3  # the crop covers much of the image
+    # inside the crop (outside it the maps' one-pixel edge padding reaches 1 or 2 crop pixels further)
+    yy, xx = np.mgrid[0:90, 0:100]
+    cx, cy = (align.transform_points(np.stack([xx.ravel(), yy.ravel()], 1).astype(np.float32), m).T
+              .reshape(2, 90, 100))
+    inside = (cx > 0) & (cx < 31) & (cy > 0) & (cy < 31)
+    assert (py == ref)[inside].mean() > 0.97  # the edges are as sharp as each map's pixels: they may differ by 1 px
+    nose = names.index("nose")
+    assert abs(int((py == nose).sum()) - int((ref == nose).sum())) <= 0.15 * (ref == nose).sum()
+    centre = np.argwhere(py == nose).mean(0)
+    np.testing.assert_allclose(centre, np.argwhere(ref == nose).mean(0), atol=0.5)
+    # the nose square's centre, crop pixel (x, y) = (17.5, 15.5), lands where the matrix puts it in the image
+    np.testing.assert_allclose(centre[::-1], align.transform_points(np.array([[17.5, 15.5]]), align.invert(m))[0],
+                               atol=0.75)
+    js = _js_parsing_to_image(logits, m, pre, (90, 100))
+    assert (js == py).mean() > 0.995

@@ -117,6 +117,57 @@ def test_init_from_a_checkpoint_continues_its_adam_moments(tmp_path, data_root):
         _init_from(FaceModel(ModelConfig()), tmp_path / "gone.safetensors")
 
 
+def test_a_stage_may_grow_the_parsing_refiner_and_keeps_adam_moments_by_name(smoke_run, data_root, tmp_path):
+    """--init from stride-2 weights into a config with parsing_stride 1 (the only growth allowed): the shared
+    tensors and their AdamW moments carry over by parameter name (the refiner's are new); any other model change
+    is still refused."""
+    import dataclasses
+
+    from faceanalysis import FaceAnalysisError
+    from faceanalysis.model import FaceModel
+    from faceanalysis.train import CONFIG_DIR, _init_from, _init_optimizer_from, _optimizer, read_checkpoint
+
+    ckpt = smoke_run / "checkpoint.safetensors"
+    cfg = TrainConfig.load("smoke")
+    grown_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, parsing_stride=1))
+    model = FaceModel(grown_cfg.model)
+    _init_from(model, ckpt)
+    _, saved, _, opt_tensors = read_checkpoint(ckpt)
+    for k, v in saved.items():
+        torch.testing.assert_close(model.state_dict()[k], v.float() if v.is_floating_point() else v)
+    opt = _optimizer(model, grown_cfg)
+    assert _init_optimizer_from(opt, ckpt, model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    # the checkpoint numbers the stride-2 model's parameters as its optimiser did: decayed group, then the rest
+    old_params = dict(FaceModel(cfg.model).named_parameters())
+    decayed = [n for n, p in old_params.items()
+               if p.ndim >= 2 and "token" not in n and "pos_embed" not in n and not n.endswith("image_pe")]
+    old_order = decayed + [n for n in old_params if n not in decayed]
+    saved_avg = {old_order[int(k.split("/")[0])]: v for k, v in opt_tensors.items() if k.endswith("/exp_avg")}
+    carried = 0
+    for p, st in opt.state.items():
+        n = names[id(p)]
+        assert not n.startswith("parsing_refiner.")
+        torch.testing.assert_close(st["exp_avg"], saved_avg[n])
+        assert st["exp_avg"].shape == p.shape
+        carried += 1
+    assert carried == len(saved_avg) == len(old_params)
+    assert any(n.startswith("parsing_refiner.") for n in names.values())
+    with pytest.raises(FaceAnalysisError, match="another model config"):
+        _init_from(FaceModel(dataclasses.replace(cfg.model, pixel_dim=8)), ckpt)
+    # end to end: a few steps of the grown model train, validate and save weights with full-resolution parsing
+    raw = json.loads((CONFIG_DIR / "smoke.json").read_text())
+    raw["model"]["parsing_stride"] = 1
+    raw.update(steps=6, val_every=6, ckpt_every=6, log_every=3)
+    (tmp_path / "grown.json").write_text(json.dumps(raw))
+    out = tmp_path / "grown"
+    assert main(["train", "--config", str(tmp_path / "grown.json"), "--init", str(ckpt), "--out", str(out),
+                 "--data-root", str(data_root)]) == 0
+    _, lines = _log(out)
+    assert any("AdamW moments carried over" in ln for ln in lines)
+    assert read_config(out / "ema_fp16.safetensors").model.parsing_stride == 1
+
+
 def test_validation_images_do_not_follow_the_data_order_seed(tmp_path, data_root, monkeypatch):
     """Stages run with different data-order seeds are validated on the same images (val_seed); a different
     val_seed draws other images."""
@@ -163,10 +214,10 @@ def test_select_candidate_validates_each_candidate(smoke_run, data_root, tmp_pat
     shutil.copytree(smoke_run, run)
     trainer_file = (run / "ema_fp16.safetensors").read_bytes()
     rc = mod.main([str(run), "--ref", f"start={smoke_run / 'ema_fp16.safetensors'}", "--soup", "start",
-                   "--data-root", str(data_root)])
+                   "--soup-weights", "0.5,0.25", "--data-root", str(data_root)])
     assert rc == 0
     results = json.loads((run / "validation_candidates.json").read_text())
-    assert list(results) == ["start", "ema", "raw", "soup"]  # no --init in the smoke config: nothing to debias
+    assert list(results) == ["start", "ema", "raw", "soup", "soup25"]  # no --init in smoke: nothing to debias
     # the soup is the fp16 midpoint of the reference file and the saved raw candidate, tensor by tensor
     import torch
     from safetensors.torch import load_file
@@ -177,6 +228,10 @@ def test_select_candidate_validates_each_candidate(smoke_run, data_root, tmp_pat
         if v.is_floating_point():
             assert torch.equal(v.float(), ((ends[0][k].float() + ends[1][k].float()) / 2).half().float()), k
     assert "soup: 0.5 x" in read_config(run / "candidate_soup.safetensors").extra["averaging"]
+    quarter = load_file(str(run / "candidate_soup25.safetensors"))
+    for k, v in quarter.items():
+        if v.is_floating_point():
+            assert torch.equal(v.float(), (0.75 * ends[0][k].float() + 0.25 * ends[1][k].float()).half().float()), k
     # the reference is the trainer's (plain) EMA of this run, stored in fp16: the same validation numbers
     assert results["start"] == pytest.approx(results["ema"], rel=1e-2, abs=1e-2)
     assert results["raw"] != results["ema"]
@@ -193,3 +248,66 @@ def test_select_candidate_validates_each_candidate(smoke_run, data_root, tmp_pat
         mod.main([str(run), "--ref", "nopath", "--data-root", str(data_root)])
     with pytest.raises(FaceAnalysisError, match="--init PATH"):
         mod.main([str(run), "--init", str(tmp_path / "gone.safetensors"), "--data-root", str(data_root)])
+    with pytest.raises(FaceAnalysisError, match="--soup-weights '1.5'"):
+        mod.main([str(run), "--ref", f"start={smoke_run / 'ema_fp16.safetensors'}", "--soup", "start",
+                  "--soup-weights", "1.5", "--data-root", str(data_root)])
+    with pytest.raises(FaceAnalysisError, match="--allow-drop 'nope=1'"):
+        mod.main([str(run), "--allow-drop", "nope=1", "--data-root", str(data_root)])
+    with pytest.raises(FaceAnalysisError, match="AMOUNT >= 0"):
+        mod.main([str(run), "--allow-drop", "fer2013/expression/acc_fer2013=x", "--data-root", str(data_root)])
+    # the rule: worse on any headline metric is a regression unless a pre-declared drop allows it
+    fer, nme = "fer2013/expression/acc_fer2013", "300w_partial/landmarks/nme_io"
+    res = {"ref": {fer: 65.0, nme: 4.0}, "cand": {fer: 64.0, nme: 3.9}}
+    assert mod.regressions(res, "cand", ["ref"]) == ["FER2013 PublicTest accuracy, FER2013 labels (%) vs ref"]
+    assert mod.regressions(res, "cand", ["ref"], {fer: 1.0}) == []
+    assert mod.regressions(res, "cand", ["ref"], {fer: 0.5}) != []
+    res["cand"][nme] = 4.01
+    assert mod.regressions(res, "cand", ["ref"], {fer: 1.0}) == ["300-W AFW val NME inter-ocular (%) vs ref"]
+    res["cand"][nme] = float("nan")  # a metric that broke is never a pass
+    assert mod.regressions(res, "cand", ["ref"], {fer: 1.0}) == ["300-W AFW val NME inter-ocular (%) vs ref"]
+    with pytest.raises(FaceAnalysisError, match="--allow-drop needs --ref"):
+        mod.main([str(run), "--allow-drop", f"{fer}=1", "--data-root", str(data_root)])
+    with pytest.raises(FaceAnalysisError, match="--soup-weights needs --soup"):
+        mod.main([str(run), "--soup-weights", "0.3", "--data-root", str(data_root)])
+    with pytest.raises(FaceAnalysisError, match="distinct numbers"):
+        mod.main([str(run), "--ref", f"start={smoke_run / 'ema_fp16.safetensors'}", "--soup", "start",
+                  "--soup-weights", "0.7,0.701", "--data-root", str(data_root)])
+
+
+def test_refit_head_changes_only_the_expression_layer(tiny_weights, data_root, tmp_path, capsys):
+    """weights/refit_head.py refits the expression head's last Linear at each vote weight; every other tensor is
+    the input's, and the fit moves the layer toward its targets (lower training loss than the input layer)."""
+    import importlib.util
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from faceanalysis import FaceAnalysisError
+
+    spec = importlib.util.spec_from_file_location("refit_head",
+                                                  Path(__file__).resolve().parents[1] / "weights" / "refit_head.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main([str(tiny_weights), "--vote-weights", "0.5,1", "--limit", "200", "--out-dir", str(tmp_path),
+                     "--data-root", str(data_root)]) == 0
+    before = load_file(str(tiny_weights))
+    last = "heads.expression.mlp.layers.1."
+    for vw in ("50", "100"):
+        path = tmp_path / f"{tiny_weights.stem}_vw{vw}.safetensors"
+        after = load_file(str(path))
+        assert set(after) == set(before)
+        changed = [k for k in after if not torch.equal(after[k], before[k])]
+        assert changed and all(k.startswith(last) for k in changed)
+        assert read_config(path).extra["expression_head_refit"]["vote_weight"] == int(vw) / 100
+    # the fit itself: from a layer, L-BFGS lowers the soft-target loss it minimises
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    y = np.eye(7, dtype=np.float32)[(x[:, 0] > 0).astype(int) * 3]
+    w0, b0 = torch.zeros(7, 8), torch.zeros(7)
+    w, b = mod.fit_last_layer(x, y, w0, b0, l2=1e-4)
+    acc = ((torch.from_numpy(x) @ w.T + b).argmax(1).numpy() == y.argmax(1)).mean()
+    assert acc > 0.95
+    table = capsys.readouterr().out
+    assert "| input |" in table and "| vote_weight 1 |" in table
+    with pytest.raises(FaceAnalysisError, match="--vote-weights"):
+        mod.main([str(tiny_weights), "--vote-weights", "2", "--data-root", str(data_root)])

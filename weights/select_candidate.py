@@ -10,7 +10,9 @@ reads ``RUN/checkpoint.safetensors`` and writes three candidates next to it as f
 - ``candidate_ema_debiased.safetensors``: the same EMA with the start weights' share ``decay^(n-1)`` removed (what the
   trainer saves when ``ema_debias`` is on; bias correction as in Adam, Kingma & Ba 2015);
 - ``candidate_raw.safetensors``: the last optimiser iterate;
-- with ``--soup REF``, ``candidate_soup.safetensors``: the midpoint of the raw candidate and the ``--ref`` weights REF.
+- with ``--soup REF``, ``candidate_soup.safetensors``: the midpoint of the raw candidate and the ``--ref`` weights REF
+  (tensors REF lacks, such as a grown model's parsing refiner, are the raw candidate's); ``--soup-weights 0.5,0.7``
+  adds ``candidate_soup70`` (0.3 x REF + 0.7 x raw) and so on.
 
 Every ``--ref NAME=PATH`` (the shipped weights, the previous stage) is validated beside them. Writes
 ``RUN/validation_candidates.json`` (every metric of every model) and prints a Markdown table of the headline
@@ -20,6 +22,7 @@ validation metrics, the numbers the choice is made on. The validation sets are t
 from __future__ import annotations
 
 import argparse
+import math
 import dataclasses
 import json
 import sys
@@ -33,21 +36,38 @@ from faceanalysis.data.sources import load_source
 from faceanalysis.errors import FaceAnalysisError, run_command
 from faceanalysis.model import FaceModel
 from faceanalysis.tasks import get_tasks
-from faceanalysis.train import (TrainConfig, _init_state_from, build_val, debias_ema, make_ema, read_checkpoint,
-                                 validate)
-from faceanalysis.weights import save_weights
+from faceanalysis.train import (TrainConfig, _grown_only, _init_state_from, _init_weights, build_val, debias_ema, make_ema,
+                                 read_checkpoint, validate)
+from faceanalysis.weights import read_config, save_weights
 
 #: (metric key, label, higher is better): the headline validation numbers of each task
 HEADLINE = (
     ("celeba_more/identity/tar_far1e-2", "unseen celeba_more people, TAR@FAR=1e-2 (%)", True),
     ("celeba_attr/identity/teacher_cos", "cosine to the SFace teacher, CelebA val", True),
-    ("fer2013/expression/acc", "FER2013 PublicTest accuracy (%)", True),
+    ("fer2013/expression/acc_fer2013", "FER2013 PublicTest accuracy, FER2013 labels (%)", True),
+    ("fer2013/expression/acc_ferplus", "FER2013 PublicTest accuracy, FER+ vote argmax (%)", True),
     ("celebamask_mini/parsing/mean_f1", "CelebAMask held-out mean F1 (%)", True),
     ("300w_partial/landmarks/nme_io", "300-W AFW val NME inter-ocular (%)", False),
     ("utkface/attributes/age_mae", "UTKFace val age MAE (years)", False),
     ("celeba_attr/attributes/mean_acc", "CelebA val attributes mean accuracy (%)", True),
     ("utkface/pose/mae_yaw", "UTKFace val yaw MAE vs teacher (deg)", False),
 )
+
+
+def regressions(results: dict[str, dict[str, float]], name: str, refs, allow: dict[str, float] | None = None) -> list[str]:
+    """The headline metrics on which candidate ``name`` is worse than a reference in ``refs`` (by more than
+    ``allow[key]`` where given), as ``"label vs ref"``; metrics missing from either side are skipped, a
+    non-finite candidate value counts as worse."""
+    allow = allow or {}
+    out = []
+    for key, label, higher in HEADLINE:
+        for r in refs:
+            a, b = results[name].get(key), results[r].get(key)
+            if a is None or b is None:
+                continue
+            if not math.isfinite(a) or ((b - a) if higher else (a - b)) > allow.get(key, 0.0):
+                out.append(f"{label} vs {r}")
+    return out
 
 
 def _model_from(state: dict[str, torch.Tensor], cfg: TrainConfig) -> FaceModel:
@@ -65,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--soup", default=None, metavar="REF",
                    help="also validate candidate_soup: the weight-space midpoint of the --ref named REF and the saved "
                         "raw candidate (both fp16 files, averaged in fp32; WiSE-FT, Wortsman et al., CVPR 2022)")
+    p.add_argument("--soup-weights", default="0.5", metavar="T[,T...]",
+                   help="with --soup, the raw candidate's share of each soup (0 < T < 1; default 0.5, named "
+                        "candidate_soup; others candidate_soupNN with NN = 100 T)")
+    p.add_argument("--allow-drop", action="append", default=[], metavar="KEY=AMOUNT",
+                   help="a headline metric (its validation key) that may be worse than the references by up to "
+                        "AMOUNT: a trade decided before the stage ran (say so in the model card)")
     p.add_argument("--data-root", default="../shared/data")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
@@ -81,6 +107,27 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.init and not Path(cfg.init).is_file():
         raise FaceAnalysisError(f"the run started from {cfg.init}, which is not there (from the folder it ran in; a stage's "
                                 "start weights may be only in git history): restore it, or give it with --init PATH")
+    try:
+        soup_weights = [float(t) for t in a.soup_weights.split(",")]
+    except ValueError:
+        soup_weights = []
+    soup_names = ["soup" if t == 0.5 else f"soup{round(t * 100):02d}" for t in soup_weights]
+    if not soup_weights or not all(0.005 <= t <= 0.995 for t in soup_weights) or len(set(soup_names)) < len(soup_names):
+        raise FaceAnalysisError(f"--soup-weights {a.soup_weights!r}: expected distinct numbers between 0.01 and 0.99 "
+                                "(two decimals), e.g. 0.5,0.7")
+    if a.soup_weights != "0.5" and a.soup is None:
+        raise FaceAnalysisError("--soup-weights needs --soup REF (the weights to mix the raw candidate with)")
+    keys = {key for key, _, _ in HEADLINE}
+    allow: dict[str, float] = {}
+    for r in a.allow_drop:
+        key, _, amount = r.partition("=")
+        try:
+            allow[key] = float(amount)
+        except ValueError:
+            allow[key] = float("nan")
+        if key not in keys or not allow[key] >= 0:
+            raise FaceAnalysisError(f"--allow-drop {r!r}: expected KEY=AMOUNT with KEY one of {sorted(keys)} and "
+                                    "AMOUNT >= 0")
     refs = {}
     for r in a.ref:
         name, _, path = r.partition("=")
@@ -89,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         refs[name] = path
     if a.soup is not None and a.soup not in refs:
         raise FaceAnalysisError(f"--soup {a.soup}: name one of the --ref weights ({', '.join(refs) or 'none given'})")
+    if allow and not refs:
+        raise FaceAnalysisError("--allow-drop needs --ref: it relaxes the comparison with the reference weights")
+    if a.soup is not None and not _grown_only(read_config(refs[a.soup]).model, cfg.model) and \
+            dataclasses.asdict(read_config(refs[a.soup]).model) != dataclasses.asdict(cfg.model):
+        raise FaceAnalysisError(f"--soup {a.soup}: {refs[a.soup]} has another architecture than the run; a soup "
+                                "averages tensors of the same model")
 
     pre = PreprocessConfig(input_size=cfg.model.input_size)
     tasks = get_tasks(cfg.model.tasks)
@@ -99,13 +152,16 @@ def main(argv: list[str] | None = None) -> int:
     ema = make_ema(FaceModel(cfg.model), cfg.ema_decay)
     ema.load_state_dict(ema_state)
     models: dict[str, torch.nn.Module] = {}
-    for name, path in refs.items():
-        state = {k: v.detach().clone() for k, v in raw.state_dict().items()}
+    for name, path in refs.items():  # each reference with its own architecture (a stage may grow the model)
+        ref_model = FaceModel(read_config(path).model)
+        state = {k: v.detach().clone() for k, v in ref_model.state_dict().items()}
         _init_state_from(state, path)
-        models[name] = _model_from(state, cfg)
+        ref_model.load_state_dict(state)
+        models[name] = ref_model.eval()
     models["ema"] = ema.module.eval()
-    if cfg.init:
-        init = {k: v.detach().clone() for k, v in raw.state_dict().items()}
+    if cfg.init:  # as the trainer: tensors the start file lacks (a grown model's new layers) stay the plain EMA
+        start = _init_weights(cfg.init)
+        init = {k: v.detach().clone() for k, v in raw.state_dict().items() if k in start}
         _init_state_from(init, cfg.init)
         models["ema_debiased"] = debias_ema(ema, init, cfg.ema_decay).eval()
     models["raw"] = raw
@@ -119,18 +175,20 @@ def main(argv: list[str] | None = None) -> int:
             extra = {"run": str(a.run), "steps": step, "init_weights": cfg.init,
                      "averaging": name, "validation": results[name]}
             save_weights(m, dataclasses.replace(full, extra=extra), a.run / f"candidate_{name}.safetensors")
-    if a.soup is not None:  # from the saved fp16 files, so the soup is exactly the midpoint of what would ship
+    if a.soup is not None:  # from the saved fp16 files, so a soup is exactly the mix of what would ship
         ends = []
         for path in (refs[a.soup], a.run / "candidate_raw.safetensors"):
             state = {k: v.detach().clone() for k, v in raw.state_dict().items()}
             _init_state_from(state, path)
             ends.append(state)
-        soup = _model_from({k: ((v + ends[1][k]) / 2).half().float() if v.is_floating_point() else ends[1][k]
-                            for k, v in ends[0].items()}, cfg)  # rounded to fp16 as shipped
-        results["soup"] = validate(soup, val, tasks, pre, "cpu")
-        extra = {"run": str(a.run), "steps": step, "init_weights": cfg.init, "validation": results["soup"],
-                 "averaging": f"soup: 0.5 x {refs[a.soup]} + 0.5 x candidate_raw (weight-space midpoint)"}
-        save_weights(soup, dataclasses.replace(full, extra=extra), a.run / "candidate_soup.safetensors")
+        for t, name in zip(soup_weights, soup_names):
+            soup = _model_from({k: ((1 - t) * v + t * ends[1][k]).half().float() if v.is_floating_point() else ends[1][k]
+                                for k, v in ends[0].items()}, cfg)  # rounded to fp16 as shipped
+            results[name] = validate(soup, val, tasks, pre, "cpu")
+            what = "weight-space midpoint" if t == 0.5 else "weight-space mix"
+            extra = {"run": str(a.run), "steps": step, "init_weights": cfg.init, "validation": results[name],
+                     "averaging": f"soup: {1 - t:g} x {refs[a.soup]} + {t:g} x candidate_raw ({what})"}
+            save_weights(soup, dataclasses.replace(full, extra=extra), a.run / f"candidate_{name}.safetensors")
     (a.run / "validation_candidates.json").write_text(json.dumps(results, indent=1))
 
     names = list(results)
@@ -142,13 +200,12 @@ def main(argv: list[str] | None = None) -> int:
         cells = [("-" if v is None else (f"**{v:g}**" if v == best else f"{v:g}")) for v in vals]
         print(f"| {label} | " + " | ".join(cells) + " |")
     if refs:  # the model card's rule since stage 10: choose only among candidates no worse than the references
-        print("\nno worse than every --ref on every headline metric:")
+        print("\nno worse than every --ref on every headline metric"
+              + "".join(f"; {k} may drop by up to {v:g}" for k, v in allow.items()) + ":")
         for n in names:
             if n in refs:
                 continue
-            worse = [f"{label} vs {r}" for key, label, higher in HEADLINE for r in refs
-                     if results[n].get(key) is not None and results[r].get(key) is not None
-                     and (results[n][key] < results[r][key] if higher else results[n][key] > results[r][key])]
+            worse = regressions(results, n, refs, allow)
             print(f"- {n}: " + ("yes" if not worse else "no, worse on " + "; ".join(worse)))
     print(f"\nwrote {a.run / 'validation_candidates.json'} and the candidates' .safetensors in {a.run}")
     return 0

@@ -292,7 +292,7 @@ function argmaxWarp(padded, nCls, P, m, w, h) {
 /** The subject's (left, right) class pairs: eyes, brows, ears (tasks/parsing.py SIDED_PAIRS). */
 const SIDED_PAIRS = [[4, 5], [6, 7], [8, 9]];
 
-/** A copy of the half x half logit maps in which each sided pair takes the larger of its two logits on its own side
+/** A copy of the half x half logit maps (half = the map side) in which each sided pair takes the larger of its two logits on its own side
  * of the crop's midline (the template's eye midpoint) and -1e4 on the other (tasks/parsing.py assign_sides). */
 export function assignSides(logits, half, pre) {
   const out = Float32Array.from(logits), s = pre.input_size;
@@ -319,8 +319,9 @@ export function parsingToImage(logits, nCls, half, matrix, pre, imgW, imgH) {
   let x1 = Math.ceil(Math.max(...corners.map((p) => p[0]))) + 1, y1 = Math.ceil(Math.max(...corners.map((p) => p[1]))) + 1;
   x0 = Math.max(x0, 0); y0 = Math.max(y0, 0); x1 = Math.min(x1, imgW); y1 = Math.min(y1, imgH);
   if (x1 <= x0 || y1 <= y0) return { box: [0, 0, 0, 0], width: 0, height: 0, mask: new Uint8Array(0) };
-  // the maps are at half the crop resolution (pixel centres aligned), with one replicated pixel of padding
-  const P = half + 2, padded = new Float32Array(nCls * P * P);
+  // the maps are k = half / s of the crop resolution (1/2, or 1 with parsing_stride 1; pixel centres aligned),
+  // with one replicated pixel of padding
+  const P = half + 2, padded = new Float32Array(nCls * P * P), k = half / s;
   for (let c = 0; c < nCls; c++) {
     for (let yy = 0; yy < P; yy++) {
       const sy = Math.min(Math.max(yy - 1, 0), half - 1);
@@ -329,7 +330,7 @@ export function parsingToImage(logits, nCls, half, matrix, pre, imgW, imgH) {
       }
     }
   }
-  const shifted = compose([[0.5, 0, 0.75], [0, 0.5, 0.75]], compose(matrix, [[1, 0, x0], [0, 1, y0]]));
+  const shifted = compose([[k, 0, 0.5 * k + 0.5], [0, k, 0.5 * k + 0.5]], compose(matrix, [[1, 0, x0], [0, 1, y0]]));
   const w = x1 - x0, h = y1 - y0, f = Math.min(1, MAX_MASK_SIDE / Math.max(w, h));
   let mask;
   if (f < 1) {  // big faces: label a coarser grid, then upscale (nearest, as cv2.resize INTER_NEAREST)

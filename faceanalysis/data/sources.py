@@ -292,8 +292,10 @@ def load_celeba_more(root: Path, split: str) -> Source:
 
 
 def load_fer2013(root: Path, split: str) -> Source:
-    """``split``: a ``fer2013_usage`` (Training / PublicTest / PrivateTest). Expression targets mix the FER2013
-    label (one-hot, weight 1/2) with the FER+ vote distribution over the 7 classes (1/2) when votes exist."""
+    """``split``: a ``fer2013_usage`` (Training / PublicTest / PrivateTest). Expression targets: ``probs`` mixes
+    the FER2013 label (one-hot, weight 1/2) with the FER+ vote distribution over the 7 classes (1/2) when votes
+    exist; ``label`` (the FER2013 class, product order) and ``votes`` (the FER+ distribution, NaN without votes)
+    let :class:`~faceanalysis.tasks.expression.ExpressionTask` re-mix them (its ``vote_weight``)."""
 
     def build():
         rows = _read_csv(root / "fer2013" / "labels.csv", ["id", "fer2013_usage", "fer2013_label_idx"] + VOTE_COLUMNS)
@@ -317,7 +319,24 @@ def load_fer2013(root: Path, split: str) -> Source:
                 "detected": (~bad)}
         return Source("fer2013", images, kps, targets, ids=[r["id"] for r in rows], meta=meta, gray=True)
 
-    return _select(_cached("fer2013", root, build), split)
+    return _select(_with_fer_parts(_cached("fer2013", root, build), root), split)
+
+
+def _with_fer_parts(src: Source, root: Path) -> Source:
+    """Add the two parts of the mixed expression target to a cached FER2013 source: ``label`` (the FER2013
+    class, product order) and ``votes`` (the FER+ vote distribution over the 7 classes, read again from
+    ``labels.csv``; NaN for images without FER+ votes)."""
+    t = src.targets["expression"]
+    if "votes" in t:
+        return src
+    rows = _read_csv(root / "fer2013" / "labels.csv", ["id"] + VOTE_COLUMNS)
+    by_id = {r["id"]: [float(r[c]) for c in VOTE_COLUMNS] for r in rows}
+    votes = np.array([by_id.get(k, [np.nan] * len(VOTE_COLUMNS)) for k in src.ids], np.float32)
+    has = np.isfinite(votes).all(1) & (votes >= 0).all(1) & (votes.sum(1) > 0)
+    votes = np.where(has[:, None], votes / np.maximum(votes.sum(1, keepdims=True), 1), np.nan).astype(np.float32)
+    t["label"] = src.meta["label"].astype(np.float32)
+    t["votes"] = votes
+    return src
 
 
 def load_celebamask(root: Path, split: str) -> Source:

@@ -23,8 +23,9 @@ from ..errors import FaceAnalysisError
 OPSET = 17
 #: op types quantised in the int8 artifact; everything else (softmax, LayerNorm, resize, ...) stays float
 QUANT_OPS = ["MatMul", "Gemm", "Conv"]
-#: ONNX node-name fragments of layers kept in float in int8 (heads: small, and drift-sensitive)
-FLOAT_NODES = ("/heads/",)
+#: ONNX node-name fragments of layers kept in float in int8 (heads: small, and drift-sensitive; the parsing
+#: refiner's conv on the model input and its output conv, as in the TFLite export)
+FLOAT_NODES = ("/heads/", "/parsing_refiner/image/", "/parsing_refiner/out/")
 
 
 def export_fp32(model: torch.nn.Module, path: Path, metadata: dict[str, str]) -> Path:

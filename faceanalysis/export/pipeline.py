@@ -45,7 +45,8 @@ def output_info(cfg: FaceAnalysisConfig) -> list[dict[str, str]]:
     info = []
     for t in get_tasks(list(cfg.model.tasks)):
         for name, (shape, meaning) in t.outputs.items():
-            shape = shape.replace("S/2", str(s // 2)).replace("E", str(cfg.model.embedding_dim))
+            shape = (shape.replace("S/p", str(s // cfg.model.parsing_stride)).replace("S/2", str(s // 2))
+                     .replace("E", str(cfg.model.embedding_dim)))
             info.append({"name": name, "shape": shape, "meaning": meaning})
     return info
 

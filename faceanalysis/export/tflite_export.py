@@ -6,8 +6,8 @@ model output, named as in ONNX. ``int8`` is static PT2E quantization of the Line
 BatchNorm is folded into its conv). Everything else stays float: attention matmuls, softmax, LayerNorm,
 GELU, adds, bilinear resize, the landmark soft-argmax, the output activations (sigmoid / softmax /
 L2 normalise). Some layers stay float on purpose (:data:`FLOAT_MODULES`): the first stem conv (else the
-converter turns the model input into int8), the pixel decoder's output conv (its int8 output ruins the
-landmark heatmaps: 28 px error) and every layer whose input does not depend on the image (the decoder's
+converter turns the model input into int8; likewise the parsing refiner's conv on the input), the pixel decoder's
+output conv (its int8 output ruins the landmark heatmaps: 28 px error) and the parsing refiner's and every layer whose input does not depend on the image (the decoder's
 first self-attention over the constant task tokens, folded to constants).
 
 ``int8-dynamic`` is the fp32 conversion followed by post-training dynamic-range quantization of the
@@ -37,7 +37,7 @@ from ..errors import FaceAnalysisError
 
 SIGNATURE = "face"
 #: module-path fragments whose Linear / Conv2d layers stay float in the int8 exports (see module doc)
-FLOAT_MODULES = ("encoder.stem.s2.", "pixel_decoder.out")
+FLOAT_MODULES = ("encoder.stem.s2.", "pixel_decoder.out", "parsing_refiner.image.", "parsing_refiner.out")
 _QUANT_MODULE_TYPES = ("torch.nn.modules.linear.Linear", "torch.nn.modules.conv.Conv2d")
 
 

@@ -7,8 +7,10 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from ..errors import FaceAnalysisError
 from ..tasks import HeadInputs, get_tasks
 from .image_encoder import ImageEncoder
+from .parsing_refiner import ParsingRefiner
 from .pixel_decoder import PixelDecoder
 from .transformer import TwoWayTransformer
 
@@ -37,6 +39,11 @@ class FaceModel(nn.Module):
                                          mlp_dim=cfg.decoder_mlp_dim)
         self.pixel_decoder = PixelDecoder(embed_dim=d, skip_channels=cfg.stem_channels[:3], out_dim=cfg.pixel_dim)
         self.heads = nn.ModuleDict({t.name: t.build_head(cfg) for t in self.tasks})
+        if cfg.parsing_stride not in (1, 2):
+            raise FaceAnalysisError(f"model config: parsing_stride must be 1 or 2, got {cfg.parsing_stride!r}")
+        # registered last, so a model grown from stride-2 weights keeps their parameter order (optimiser state)
+        self.parsing_refiner = (ParsingRefiner(pixel_dim=cfg.pixel_dim)
+                                if cfg.parsing_stride == 1 and "parsing" in cfg.tasks else None)
 
     @property
     def output_names(self) -> list[str]:
@@ -54,11 +61,15 @@ class FaceModel(nn.Module):
         if needs_pixels:
             g = self.cfg.input_size // 16
             pixels = self.pixel_decoder(face.transpose(1, 2).reshape(b, d, g, g), skips)
+        fine = None
+        if self.parsing_refiner is not None and (wanted is None or "parsing" in wanted):
+            fine = self.parsing_refiner(pixels, x)
         out: dict[str, torch.Tensor] = {}
         for task, tok in zip(self.tasks, tokens.split(self.token_counts, dim=1)):
             if wanted is not None and task.name not in wanted:
                 continue
-            r = task.head_forward(self.heads[task.name], HeadInputs(tokens=tok, image=face, pixels=pixels))
+            r = task.head_forward(self.heads[task.name],
+                                  HeadInputs(tokens=tok, image=face, pixels=pixels, fine_pixels=fine))
             out.update(r if raw else task.activate(r))
         return out
 

@@ -23,6 +23,7 @@ class HeadInputs:
     tokens: torch.Tensor  # (B, num_tokens, D): this task's tokens
     image: torch.Tensor  # (B, N, D): face tokens
     pixels: torch.Tensor  # (B, C, S/2, S/2): pixel features
+    fine_pixels: torch.Tensor | None = None  # (B, C, S, S): the parsing refiner's features (parsing_stride 1)
 
 
 @dataclass

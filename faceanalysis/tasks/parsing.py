@@ -1,4 +1,5 @@
-"""Face parsing: 19 CelebAMask-HQ classes, per-pixel logits at half the crop resolution."""
+"""Face parsing: 19 CelebAMask-HQ classes, per-pixel logits at half the crop resolution (at the full resolution
+with ``ModelConfig.parsing_stride`` 1)."""
 from __future__ import annotations
 
 import copy
@@ -29,7 +30,7 @@ TAG_ATTRIBUTES = {"eye_g": "Eyeglasses", "hat": "Wearing_Hat", "ear_r": "Wearing
                   "neck_l": "Wearing_Necklace"}
 TAG_CLASSES = [CLASSES.index(c) for c in TAG_ATTRIBUTES]
 #: longest side (pixels) at which a face's mask is labelled; larger faces are labelled at this size and
-#: upscaled (the logits are 64x64 per face, so finer grids add no detail, only time)
+#: upscaled (the logits are 64x64 per face, 128x128 with parsing_stride 1, so finer grids add little but time)
 MAX_MASK_SIDE = 512
 #: drawing: opacity of the class colours, and the width of their fade toward the crop border (fraction of
 #: the crop side)
@@ -154,11 +155,13 @@ def _argmax_warp(logits: np.ndarray, inverse: np.ndarray, size: tuple[int, int])
 class ParsingTask(Task):
     name = "parsing"
     num_tokens = len(CLASSES)
-    outputs = {"parsing": ("19 x S/2 x S/2", "per-class logits on the crop at half resolution; argmax = class id")}
+    outputs = {"parsing": ("19 x S/p x S/p", "per-class logits on the crop at 1/p of its resolution (p = "
+                                           "parsing_stride, 2 or 1); argmax = class id")}
     #: cross-entropy class weights (softened median-frequency balancing), set by :meth:`fit`
     class_weights: torch.Tensor | None = None
     #: weight of the image-tag term (images without masks whose CelebA attributes say whether glasses, a hat,
-    #: earrings or a necklace are worn; 0 = off) and how many of a class's most confident pixels it pools
+    #: earrings or a necklace are worn; 0 = off) and how many of a class's most confident pixels it pools (counted
+    #: on a 64x64 map; scaled with the map's area)
     tag_weight = 0.0
     tag_topk = 8
 
@@ -174,6 +177,8 @@ class ParsingTask(Task):
         return MapHead(cfg.embed_dim, cfg.pixel_dim)
 
     def head_forward(self, head, x: HeadInputs):
+        if x.fine_pixels is not None:  # parsing_stride 1: the same class vectors over full-resolution features
+            x = HeadInputs(tokens=x.tokens, image=x.image, pixels=x.fine_pixels)
         return {"parsing": head(x)}
 
     def empty_target(self, size):
@@ -218,7 +223,8 @@ class ParsingTask(Task):
         """(N, 4): the mean probability of each tagged class's ``tag_topk`` most confident pixels, from parsing
         logits (N, 19, h, w); what :meth:`tag_loss` trains and :meth:`tag_metrics` scores."""
         prob = logits.float().softmax(1)[:, TAG_CLASSES].flatten(2)  # (N, 4, h*w)
-        return prob.topk(min(self.tag_topk, prob.shape[-1]), dim=-1).values.mean(-1)
+        k = max(1, round(self.tag_topk * prob.shape[-1] / 64 ** 2))  # the same share of the crop at any map size
+        return prob.topk(min(k, prob.shape[-1]), dim=-1).values.mean(-1)
 
     def mask_loss(self, raw, target):
         """Class-weighted cross-entropy plus soft Dice on the rows with a mask; ``None`` when none has one."""
@@ -273,7 +279,7 @@ class ParsingTask(Task):
         return {"tag_auc": float(np.mean(aucs) * 100)} if aucs else {}
 
     def to_face(self, out, matrix, image_shape, pre: PreprocessConfig) -> dict[str, Any]:
-        logits = assign_sides(out["parsing"], pre)  # (19, S/2, S/2)
+        logits = assign_sides(out["parsing"], pre)  # (19, m, m): m = S/2, or S with parsing_stride 1
         s = pre.input_size
         h, w = image_shape
         inv = align.invert(matrix)
@@ -283,10 +289,11 @@ class ParsingTask(Task):
         x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
         if x1 <= x0 or y1 <= y0:
             return {"parsing": ParsingMask(np.zeros((0, 0), np.uint8), (0, 0, 0, 0))}
-        # image pixel -> logit-map pixel (the maps are at half the crop resolution, pixel centres aligned;
-        # one replicated pixel of padding so the crop's outer half-pixel ring keeps its class)
-        half = np.array([[0.5, 0, 0.75], [0, 0.5, 0.75]])
-        shifted = align.compose(half, align.compose(matrix, np.array([[1.0, 0, x0], [0, 1.0, y0]])))
+        # image pixel -> logit-map pixel (the maps are k = m / S of the crop resolution, pixel centres aligned:
+        # u = k (x + 0.5) - 0.5; plus one replicated pixel of padding so the crop's outer ring keeps its class)
+        k = logits.shape[-1] / s
+        to_map = np.array([[k, 0, 0.5 * k + 0.5], [0, k, 0.5 * k + 0.5]])
+        shifted = align.compose(to_map, align.compose(matrix, np.array([[1.0, 0, x0], [0, 1.0, y0]])))
         padded = np.pad(logits, ((0, 0), (1, 1), (1, 1)), mode="edge")
         w_r, h_r = x1 - x0, y1 - y0
         f = min(1.0, MAX_MASK_SIDE / max(w_r, h_r))  # big faces: label a coarser grid, then upscale (nearest)
