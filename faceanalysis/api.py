@@ -343,9 +343,17 @@ class FaceAnalyzer:
         calibrated for these weights on LFW View-2 (:attr:`verify_threshold`; its TAR / FAR are in
         :attr:`calibration` and the README). A calibration is tied to the weights' SHA-256: with other weights,
         compute it (``python -m faceanalysis.verification --weights ...``) or pass ``threshold``.
+        Raises :class:`FaceAnalysisError` for a ``threshold`` outside [-1, 1] (or not a number).
         """
+        if threshold is not None:
+            try:
+                t = float(threshold)
+            except (TypeError, ValueError):
+                t = float("nan")
+            if not -1.0 <= t <= 1.0:
+                raise FaceAnalysisError(f"threshold={threshold!r} is outside [-1, 1] (it is a cosine similarity)")
         score = self.similarity(self._embedding(a, "a", color), self._embedding(b, "b", color))
-        t = self.verify_threshold if threshold is None else float(threshold)
+        t = self.verify_threshold if threshold is None else t
         return bool(score >= t), score
 
 

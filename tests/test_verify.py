@@ -67,6 +67,10 @@ def test_verify_same_and_different_people(default_analyzer, celeba_photo_paths, 
 def test_verify_errors(default_analyzer, tiny_weights, tmp_path):
     with pytest.raises(FaceAnalysisError, match="no face"):
         default_analyzer.verify(np.full((64, 64, 3), 90, np.uint8), np.full((64, 64, 3), 90, np.uint8))
+    e = np.eye(128, dtype=np.float32)[0]
+    for bad in (-3, 1.5, float("nan"), "high"):  # a cosine threshold lies in [-1, 1], as the CLI's --threshold
+        with pytest.raises(FaceAnalysisError, match="outside \\[-1, 1\\]"):
+            default_analyzer.verify(e, e, threshold=bad)
     fa = FaceAnalyzer(weights=tiny_weights, tasks=["pose"])
     with pytest.raises(FaceAnalysisError, match="identity"):
         fa.verify(np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32, 3), np.uint8))
