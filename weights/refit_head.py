@@ -20,6 +20,7 @@ Test splits are never read.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import sys
@@ -64,21 +65,17 @@ def features(model: FaceModel, crops: np.ndarray, pre: PreprocessConfig, batch: 
 
 
 def soft_targets(t: dict[str, np.ndarray], w: float) -> np.ndarray:
-    """The training target at vote weight ``w`` (FER+ votes where present, else the FER2013 one-hot)."""
-    onehot = np.eye(7, dtype=np.float32)[t["label"].astype(int)]
-    votes = t["votes"]
-    has = np.isfinite(votes).all(1)
-    return np.where(has[:, None], (1 - w) * onehot + w * np.nan_to_num(votes), onehot).astype(np.float32)
+    """The expression task's training target at vote weight ``w`` (:meth:`ExpressionTask.target_probs`)."""
+    task = copy.copy(get_tasks(["expression"])[0])
+    task.vote_weight = w
+    return task.target_probs({k: torch.from_numpy(np.asarray(v)) for k, v in t.items()}).numpy()
 
 
 def accuracies(logits: np.ndarray, t: dict[str, np.ndarray]) -> dict[str, float]:
-    """PublicTest accuracy against the FER2013 labels and the FER+ majority (ties left out), in %."""
-    top = logits.argmax(1)
-    votes = t["votes"]
-    top2 = np.sort(np.nan_to_num(votes), 1)[:, -2:]
-    clear = np.isfinite(votes).all(1) & (top2[:, 1] > top2[:, 0])
-    return {"acc_fer2013": float((top == t["label"]).mean() * 100),
-            "acc_ferplus": float((top[clear] == votes[clear].argmax(1)).mean() * 100), "n_ferplus": int(clear.sum())}
+    """PublicTest accuracy against the FER2013 labels and the FER+ majority (ties left out), in %: the expression
+    task's validation metrics."""
+    m = get_tasks(["expression"])[0].metrics({"expression": logits}, t)
+    return {"acc_fer2013": m["acc_fer2013"], "acc_ferplus": m["acc_ferplus"]}
 
 
 def fit_last_layer(x: np.ndarray, y: np.ndarray, weight: torch.Tensor, bias: torch.Tensor, l2: float,
