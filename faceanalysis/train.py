@@ -310,11 +310,10 @@ def train(cfg: TrainConfig, data_root: str | Path, out: str | Path, device: str 
     init_state = None
     if cfg.init and cfg.ema_debias:
         init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        _init_state_from(init_state, cfg.init)  # from the file: after a resume the model is no longer there
+        filled = _init_state_from(init_state, cfg.init)  # from the file: after a resume the model is no longer there
         # only the tensors the file has: a grown model's new layers' start values are not on disk (after a resume
         # the model holds trained values there), so debias_ema leaves those tensors as the plain EMA
-        on_disk = set(_init_weights(cfg.init))
-        init_state = {k: v for k, v in init_state.items() if k in on_disk}
+        init_state = {k: v for k, v in init_state.items() if k in filled}
 
     def averaged() -> torch.nn.Module:
         return debias_ema(ema, init_state, cfg.ema_decay) if init_state is not None else ema.module
@@ -418,20 +417,19 @@ def _init_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-def _init_optimizer_from(opt: torch.optim.AdamW, path: str | Path, model: torch.nn.Module | None = None) -> bool:
+def _init_optimizer_from(opt: torch.optim.AdamW, path: str | Path, model: torch.nn.Module) -> bool:
     """Load the AdamW moments (and step counts) of a checkpoint ``path`` into ``opt``; False for plain weights.
 
     The learning rate, schedule and step of the new stage are its own: only Adam's running estimates carry over.
     """
     if not _is_checkpoint(path):
         return False
-    tensors = read_checkpoint(Path(path))[3]
-    if model is not None:  # map the moments by parameter name: a grown model has more parameters
-        src_cfg = TrainConfig.from_dict(json.loads(_checkpoint_meta(path)["train_config"]))
-        src_names = _optimizer_param_names(FaceModel(src_cfg.model))
-        dst_ids = {n: i for i, n in enumerate(_optimizer_param_names(model))}
-        tensors = {f"{dst_ids[src_names[int(pid)]]}/{name}": v for key, v in tensors.items()
-                   for pid, name in [key.split("/")] if int(pid) < len(src_names) and src_names[int(pid)] in dst_ids}
+    # map the moments by parameter name (``model``'s optimiser order): a grown model has more parameters
+    src_cfg = TrainConfig.from_dict(json.loads(_checkpoint_meta(path)["train_config"]))
+    src_names = _optimizer_param_names(FaceModel(src_cfg.model))
+    dst_ids = {n: i for i, n in enumerate(_optimizer_param_names(model))}
+    tensors = {f"{dst_ids[src_names[int(pid)]]}/{name}": v for key, v in read_checkpoint(Path(path))[3].items()
+               for pid, name in [key.split("/")] if int(pid) < len(src_names) and src_names[int(pid)] in dst_ids}
     _load_opt_state(opt, tensors, path)
     return True
 
@@ -441,12 +439,15 @@ def _optimizer_param_names(model: torch.nn.Module) -> list[str]:
     return [n for g in _param_groups(model) for n in g]
 
 
-def _init_state_from(state: dict[str, torch.Tensor], path: str | Path) -> None:
-    """Fill ``state`` (a model state dict) in place with the float32 tensors of a weights file or checkpoint."""
-    loaded = _init_weights(path)
-    for k, v in loaded.items():
+def _init_state_from(state: dict[str, torch.Tensor], path: str | Path) -> set[str]:
+    """Fill ``state`` (a model state dict) in place with the float32 tensors of a weights file or checkpoint;
+    returns the names filled (a grown model's new layers are not among them)."""
+    filled = set()
+    for k, v in _init_weights(path).items():
         if k in state:
             state[k].copy_(v.float() if v.is_floating_point() else v)
+            filled.add(k)
+    return filled
 
 
 def _init_from(model: FaceModel, path: str | Path) -> None:

@@ -36,7 +36,7 @@ from faceanalysis.data.sources import load_source
 from faceanalysis.errors import FaceAnalysisError, run_command
 from faceanalysis.model import FaceModel
 from faceanalysis.tasks import get_tasks
-from faceanalysis.train import (TrainConfig, _grown_only, _init_state_from, _init_weights, build_val, debias_ema, make_ema,
+from faceanalysis.train import (TrainConfig, _grown_only, _init_state_from, build_val, debias_ema, make_ema,
                                  read_checkpoint, validate)
 from faceanalysis.weights import read_config, save_weights
 
@@ -138,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         raise FaceAnalysisError(f"--soup {a.soup}: name one of the --ref weights ({', '.join(refs) or 'none given'})")
     if allow and not refs:
         raise FaceAnalysisError("--allow-drop needs --ref: it relaxes the comparison with the reference weights")
-    if a.soup is not None and not _grown_only(read_config(refs[a.soup]).model, cfg.model) and \
-            dataclasses.asdict(read_config(refs[a.soup]).model) != dataclasses.asdict(cfg.model):
+    soup_model = read_config(refs[a.soup]).model if a.soup is not None else None
+    if soup_model is not None and dataclasses.asdict(soup_model) != dataclasses.asdict(cfg.model) \
+            and not _grown_only(soup_model, cfg.model):
         raise FaceAnalysisError(f"--soup {a.soup}: {refs[a.soup]} has another architecture than the run; a soup "
                                 "averages tensors of the same model")
 
@@ -160,9 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         models[name] = ref_model.eval()
     models["ema"] = ema.module.eval()
     if cfg.init:  # as the trainer: tensors the start file lacks (a grown model's new layers) stay the plain EMA
-        start = _init_weights(cfg.init)
-        init = {k: v.detach().clone() for k, v in raw.state_dict().items() if k in start}
-        _init_state_from(init, cfg.init)
+        init = {k: v.detach().clone() for k, v in raw.state_dict().items()}
+        filled = _init_state_from(init, cfg.init)
+        init = {k: v for k, v in init.items() if k in filled}
         models["ema_debiased"] = debias_ema(ema, init, cfg.ema_decay).eval()
     models["raw"] = raw
 

@@ -7,7 +7,8 @@ BatchNorm is folded into its conv). Everything else stays float: attention matmu
 GELU, adds, bilinear resize, the landmark soft-argmax, the output activations (sigmoid / softmax /
 L2 normalise). Some layers stay float on purpose (:data:`FLOAT_MODULES`): the first stem conv (else the
 converter turns the model input into int8; likewise the parsing refiner's conv on the input), the pixel decoder's
-output conv (its int8 output ruins the landmark heatmaps: 28 px error) and the parsing refiner's and every layer whose input does not depend on the image (the decoder's
+output conv (its int8 output ruins the landmark heatmaps: 28 px error), the parsing refiner's output conv (its
+counterpart for parsing) and every layer whose input does not depend on the image (the decoder's
 first self-attention over the constant task tokens, folded to constants).
 
 ``int8-dynamic`` is the fp32 conversion followed by post-training dynamic-range quantization of the
