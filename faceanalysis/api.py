@@ -61,7 +61,8 @@ class Face:
             "embedding": None if self.embedding is None else np.asarray(self.embedding, float).tolist(),
             "parsing": None if self.parsing is None else {
                 "box": list(self.parsing.box), "shape": list(self.parsing.mask.shape),
-                "class_names": list(self.parsing.class_names), "rle": _rle_encode(self.parsing.mask)},
+                "class_names": list(self.parsing.class_names), "rle": _rle_encode(self.parsing.mask),
+                **({"field": float(self.parsing.field)} if self.parsing.field != 1.0 else {})},
         }
         if self.extra:
             d["extra"] = self.extra
@@ -86,7 +87,7 @@ class Face:
             landmarks=None if d.get("landmarks") is None else np.array(d["landmarks"], np.float32),
             pose=None if pose is None else (pose["yaw"], pose["pitch"], pose["roll"]),
             parsing=None if p is None else ParsingMask(_rle_decode(p["rle"], tuple(p["shape"])), tuple(p["box"]),
-                                                       tuple(p["class_names"])),
+                                                       tuple(p["class_names"]), float(p.get("field", 1.0))),
             attributes=d.get("attributes"), age=d.get("age"), gender=d.get("gender"),
             expression=d.get("expression"), expression_probs=d.get("expression_probs"),
             embedding=None if d.get("embedding") is None else np.array(d["embedding"], np.float32),
@@ -155,6 +156,10 @@ class FaceAnalyzer:
             mirrored and the two answers are combined per task (:class:`faceanalysis.runtime.FlipAveraged`): about
             1.9-2.4x the model time, and the gain and cost are in the model card. :meth:`verify` then uses the
             threshold calibrated with the flip (stored with the weights' calibration).
+        parsing_ring: with weights that have the parsing context ring (``ModelConfig.parsing_field`` > 1, the
+            shipped ones), ``Face.parsing`` covers the wider field: hair, neck and cloth past the aligned crop's
+            edge, which the model does not see but predicts from the crop (87 % of such pixels right on CelebAMask
+            validation photos). ``False``: the crop's region only, as weights without the ring give.
 
     Threads: one analyzer may be shared by any number of threads (e.g. a web server's workers); results are
     identical to serial calls. The bundled detector keeps one OpenCV instance per thread and a TFLite
@@ -170,7 +175,7 @@ class FaceAnalyzer:
     def __init__(self, weights: str | Path | None = None, device: str = "cpu", tasks: Sequence[str] | None = None,
                  backend: str | None = None, detector: Detector | None = None, det_max_side: int | None = None,
                  min_score: float = 0.6, max_faces: int | None = None, batch_size: int = 32,
-                 tta: str | None = None) -> None:
+                 tta: str | None = None, parsing_ring: bool = True) -> None:
         if isinstance(tasks, str):
             tasks = [tasks]
         self.tasks = get_tasks(list(tasks) if tasks is not None else None)
@@ -181,6 +186,7 @@ class FaceAnalyzer:
                                     + option(" or None (off)", " (omit it for one pass)"))
         runner = make_runner(self.backend, weights, device, self.task_names if tasks is not None else None)
         self.tta = tta
+        self.parsing_ring = bool(parsing_ring)
         self.runner = with_tta(runner, tta, self.tasks)
         self.config = self.runner.config
         self.pre = self.config.preprocess
@@ -262,11 +268,11 @@ class FaceAnalyzer:
             for d, m in zip(ds, ms):
                 face = Face(bbox=np.asarray(d.bbox, np.float32), score=float(d.score),
                             keypoints5=np.asarray(d.kps5, np.float32), crop_matrix=m)
-                one = {k: v[j] for k, v in out.items()}
+                one = {k: v[j] for k, v in out.items() if self.parsing_ring or k != "parsing_wide"}
                 for t in self.tasks:
                     if t.name == "parsing" and "parsing" in one:  # mapped back on first use (lazy_parsing.py)
                         face.parsing = LazyParsingMask(t, one, m, rgb.shape[:2], self.pre)
-                    elif all(n in one for n in t.outputs):
+                    elif all(n in one for n in t.outputs if n not in t.optional_outputs):
                         for k, v in t.to_face(one, m, rgb.shape[:2], self.pre).items():
                             setattr(face, k, v)
                 faces.append(face)

@@ -653,7 +653,8 @@ def cmd_batch(args: Any) -> int:
                                 "--overwrite replaces it")
     require_pyarrow("analyze --out")
     kwargs = dict(weights=args.weights, device=args.device, tasks=args.tasks,
-                  backend=None if args.backend == "auto" else args.backend, max_faces=args.max_faces, tta=args.tta)
+                  backend=None if args.backend == "auto" else args.backend, max_faces=args.max_faces, tta=args.tta,
+                  parsing_ring=not args.no_parsing_ring)
     mode = dict(resume=args.resume, overwrite=args.overwrite, max_side=args.max_side, flush_images=args.flush_every,
                 progress=not args.quiet)
     try:

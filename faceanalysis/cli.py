@@ -195,7 +195,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                                     "pass --overwrite to replace them")
         out_dir.mkdir(parents=True, exist_ok=True)
     fa = FaceAnalyzer(weights=args.weights, device=args.device, tasks=args.tasks, backend=args.backend,
-                      det_max_side=args.max_side, max_faces=args.max_faces, tta=args.tta)
+                      det_max_side=args.max_side, max_faces=args.max_faces, tta=args.tta,
+                      parsing_ring=not args.no_parsing_ring)
     results = _Results(args.json, jsonl)
     failed: list[str] = []
     done = 0
@@ -278,6 +279,9 @@ def _add_analyze(sub) -> None:
     p.add_argument("--det-size", type=int, dest="max_side", action=DeprecatedAlias, new="--max-side")
     p.add_argument("--max-faces", type=int, default=None, metavar="N",
                    help="keep at most N faces per image, largest first (default: all)")
+    p.add_argument("--no-parsing-ring", action="store_true",
+                   help="parsing masks over the face's aligned crop only (default: also hair, neck and cloth past its "
+                        "edge, predicted by the shipped model's context ring without seeing those pixels)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     # photo collections (faceanalysis/batch.py, faceanalysis/integrations/ray.py; README "Photo collections")
     p.add_argument("--out", metavar="DATASET", help="stream one row per face into this Parquet dataset folder "

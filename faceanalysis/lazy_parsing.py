@@ -23,10 +23,12 @@ class LazyParsingMask(ParsingMask):
 
     def __init__(self, task: Any, out: dict[str, np.ndarray], matrix: np.ndarray, image_shape: tuple[int, int],
                  pre: PreprocessConfig) -> None:  # noqa: D107 - the dataclass __init__ is replaced on purpose
-        self._args: tuple | None = (task, {"parsing": out["parsing"]}, matrix, tuple(image_shape), pre)
+        maps = {k: out[k] for k in ("parsing", "parsing_wide") if k in out}
+        self._args: tuple | None = (task, maps, matrix, tuple(image_shape), pre)
         self._value: ParsingMask | None = None
         self._lock = threading.Lock()
         self.class_names = CLASSES
+        self.field = 1.0 if "parsing_wide" not in out else out["parsing_wide"].shape[-1] / out["parsing"].shape[-1]
 
     def _resolve(self) -> ParsingMask:
         if self._value is None:

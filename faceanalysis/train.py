@@ -82,6 +82,10 @@ class TrainConfig:
     task_options: dict[str, dict[str, float]] = field(default_factory=dict)
     task_weights: dict[str, float] = field(default_factory=lambda: {
         "parsing": 1.0, "landmarks": 5.0, "pose": 3.0, "attributes": 1.0, "expression": 1.0, "identity": 2.0})
+    #: train only the parameters whose names start with one of these (empty: all). The rest stay frozen and in
+    #: eval mode (no batch-norm statistics updates, no stochastic depth), so their outputs stay exactly those of
+    #: the ``init`` weights: a stage that adds a head (e.g. ``heads.parsing.context``) leaves every other task alone
+    trainable: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, name_or_path: str) -> "TrainConfig":
@@ -129,8 +133,10 @@ def to_torch(targets: dict[str, dict[str, np.ndarray]], device: str) -> dict[str
 def compute_losses(model: FaceModel, images: torch.Tensor, targets, tasks: list[Task], weights: dict[str, float],
                    amp: bool) -> tuple[torch.Tensor, dict[str, float]]:
     dev_type = "cuda" if images.is_cuda else "cpu"
+    rows = [r for t in tasks if (r := t.fine_rows(targets[t.name])) is not None]
+    fine_rows = torch.unique(torch.cat(rows)) if rows else None
     with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=amp):
-        raw = model(images, raw=True)
+        raw = model(images, raw=True, fine_rows=fine_rows)
     raw = {k: v.float() for k, v in raw.items()}
     total = torch.zeros((), device=images.device)
     logs = {}
@@ -153,8 +159,32 @@ def predict_crops(model: FaceModel, crops: np.ndarray, pre: PreprocessConfig, de
     return {k: np.concatenate(v) for k, v in outs.items()}
 
 
+def set_train_mode(model: torch.nn.Module, trainable: list[str] | tuple[str, ...] = ()) -> None:
+    """``model.train()``, but the modules outside the ``trainable`` name prefixes (when any are given) stay in eval
+    mode, so frozen batch norms and stochastic depth behave as at inference (see ``TrainConfig.trainable``)."""
+    model.train()
+    if trainable:
+        for name, m in model.named_modules():
+            if not any(name == p or name.startswith(p + ".") for p in trainable):
+                m.training = False
+
+
+def freeze_except(model: torch.nn.Module, trainable: list[str]) -> int:
+    """Turn off gradients outside the ``trainable`` parameter-name prefixes; returns how many parameters
+    (elements) stay trainable. Raises :class:`FaceAnalysisError` when a prefix matches no parameter."""
+    names = [n for n, _ in model.named_parameters()]
+    unmatched = [p for p in trainable if not any(n == p or n.startswith(p + ".") for n in names)]
+    if unmatched:
+        raise FaceAnalysisError(f"trainable: no parameter of the model starts with {unmatched} (e.g. {names[0]!r})")
+    count = 0
+    for n, p in model.named_parameters():
+        p.requires_grad_(any(n == q or n.startswith(q + ".") for q in trainable))
+        count += p.numel() if p.requires_grad else 0
+    return count
+
+
 def validate(model: FaceModel, val: dict[str, tuple[np.ndarray, dict]], tasks: list[Task], pre: PreprocessConfig,
-             device: str) -> dict[str, float]:
+             device: str, trainable: list[str] | tuple[str, ...] = ()) -> dict[str, float]:
     model.eval()
     metrics = {}
     for name, (crops, targets) in val.items():
@@ -162,7 +192,7 @@ def validate(model: FaceModel, val: dict[str, tuple[np.ndarray, dict]], tasks: l
         for t in tasks:
             for k, v in t.metrics(pred, targets[t.name]).items():
                 metrics[f"{name}/{t.name}/{k}"] = round(v, 4)
-    model.train()
+    set_train_mode(model, trainable)
     return metrics
 
 
@@ -263,7 +293,7 @@ def train(cfg: TrainConfig, data_root: str | Path, out: str | Path, device: str 
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     amp = resolve_amp(cfg.amp, device)
-    tasks = get_tasks(cfg.model.tasks)
+    tasks = [t.for_model(cfg.model) for t in get_tasks(cfg.model.tasks)]
     pre = PreprocessConfig(input_size=cfg.model.input_size)
     full_cfg = FaceAnalysisConfig(model=cfg.model, preprocess=pre)
     teacher = None
@@ -306,6 +336,8 @@ def train(cfg: TrainConfig, data_root: str | Path, out: str | Path, device: str 
         say(f"resumed from {ckpt} at step {step}")
     n_params = sum(p.numel() for p in model.parameters())
     say(f"model: {n_params / 1e6:.2f} M parameters")
+    if cfg.trainable:
+        say(f"training only {', '.join(cfg.trainable)}: {freeze_except(model, cfg.trainable) / 1e3:.1f} k parameters")
 
     init_state = None
     if cfg.init and cfg.ema_debias:
@@ -318,7 +350,7 @@ def train(cfg: TrainConfig, data_root: str | Path, out: str | Path, device: str 
     def averaged() -> torch.nn.Module:
         return debias_ema(ema, init_state, cfg.ema_decay) if init_state is not None else ema.module
 
-    model.train()
+    set_train_mode(model, cfg.trainable)
     bar = tqdm(total=cfg.steps, initial=step, desc="train", dynamic_ncols=True, mininterval=5)
     running: dict[str, float] = {}
     t0 = time.time()
@@ -346,7 +378,7 @@ def train(cfg: TrainConfig, data_root: str | Path, out: str | Path, device: str 
                             **{k: round(v, 4) for k, v in running.items()}}))
             t0 = time.time()
         if step % cfg.val_every == 0 or step == cfg.steps:
-            metrics = validate(averaged(), val, tasks, pre, device)
+            metrics = validate(averaged(), val, tasks, pre, device, cfg.trainable)
             history.append({"step": step, **metrics})
             say(json.dumps({"val_step": step, **metrics}))
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
@@ -463,22 +495,34 @@ def _init_from(model: FaceModel, path: str | Path) -> None:
     else:
         src_model = read_config(path).model
     grown = _grown_only(src_model, model.cfg)
-    if dataclasses.asdict(src_model) != dataclasses.asdict(model.cfg) and not grown:
+    shrunk = _grown_only(model.cfg, src_model)
+    if dataclasses.asdict(src_model) != dataclasses.asdict(model.cfg) and not (grown or shrunk):
         raise FaceAnalysisError(f"--init weights {path} were trained with another model config; "
-                                "use the same model section as the run's config (or grow it: parsing_stride 2 -> 1)")
+                                "use the same model section as the run's config (or grow it: parsing_stride 2 -> 1, "
+                                "parsing_field 1 -> more; or drop the parsing refiner: 1 -> 2)")
     state = {k: v.float() if v.is_floating_point() else v for k, v in _init_weights(path).items()}
+    if shrunk:  # the parsing refiner or context ring dropped: the stride-2 crop maps they were built on remain
+        state = {k: v for k, v in state.items() if not k.startswith(_GROWN_PREFIXES)}
     missing, unexpected = model.load_state_dict(state, strict=not grown)
-    if unexpected or any(not k.startswith("parsing_refiner.") for k in missing):
+    if unexpected or any(not k.startswith(_GROWN_PREFIXES) for k in missing):
         raise FaceAnalysisError(f"--init weights {path} do not fit the grown model (missing {missing[:3]}, "
                                 f"unexpected {unexpected[:3]})")
 
 
+#: parameter-name prefixes of the modules a stage may add to its ``init`` weights (see :func:`_grown_only`)
+_GROWN_PREFIXES = ("parsing_refiner.", "heads.parsing.context.")
+
+
 def _grown_only(src: ModelConfig, dst: ModelConfig) -> bool:
-    """True when ``dst`` is ``src`` with the parsing refiner added (``parsing_stride`` 2 -> 1): a model that starts
-    from ``src``'s weights computes exactly what they did, its parsing maps bilinearly upsampled (the refiner's
-    last conv starts at zero), so a stage may grow it."""
-    return src.parsing_stride == 2 and dst.parsing_stride == 1 and \
+    """True when ``dst`` is ``src`` with the parsing refiner added (``parsing_stride`` 2 -> 1) or the parsing context
+    ring added (``parsing_field`` 1 -> more): a model that starts from ``src``'s weights computes exactly what they
+    did (the refiner's and the ring's last convs start at zero: parsing maps bilinearly upsampled, or extended by
+    their edge classes), so a stage may grow it."""
+    refiner = src.parsing_stride == 2 and dst.parsing_stride == 1 and \
         dataclasses.asdict(dataclasses.replace(src, parsing_stride=1)) == dataclasses.asdict(dst)
+    ring = src.parsing_field == 1.0 and dst.parsing_field > 1.0 and \
+        dataclasses.asdict(dataclasses.replace(src, parsing_field=dst.parsing_field)) == dataclasses.asdict(dst)
+    return refiner or ring
 
 
 def _with_extra(full_cfg: FaceAnalysisConfig, cfg: TrainConfig, name: str, step: int, history) -> FaceAnalysisConfig:

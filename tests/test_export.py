@@ -1,6 +1,7 @@
 """Export layer: ONNX / TFLite / CoreML artifacts, sidecars, runners, parity floors and bad input."""
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -432,3 +433,51 @@ def test_full_resolution_parsing_exports_and_maps_back(tmp_path, tiny_inputs, fa
     a, b = (f[0].parsing.full(face_photo.shape[:2]) for f in (faces["torch"], faces["onnx"]))
     assert (a == b).mean() > 0.99 and (a != 0).mean() > 0.2
     assert dataclasses.asdict(read_config(weights).model)["parsing_stride"] == 1
+
+
+def test_parsing_context_ring_exports_to_every_format(tmp_path, tiny_inputs, face_photo):
+    """Weights with the parsing context ring (``parsing_field`` 1.5, its last conv non-zero) export to ONNX and TFLite
+    with a ``parsing_wide`` output matching torch, to CoreML with it in the spec, and analyze() maps the wider field
+    back onto the photo alike on the torch and ONNX backends."""
+    import dataclasses
+
+    import torch
+
+    from faceanalysis import FaceAnalyzer
+    from faceanalysis.config import FaceAnalysisConfig, ModelConfig, PreprocessConfig
+    from faceanalysis.export.runners import OnnxRunner, load_runner
+    from faceanalysis.model import FaceModel
+    from faceanalysis.weights import save_weights
+
+    from conftest import TINY
+
+    torch.manual_seed(6)
+    cfg = FaceAnalysisConfig(model=ModelConfig(**TINY, parsing_field=1.5),
+                             preprocess=PreprocessConfig(input_size=TINY["input_size"]))
+    model = FaceModel(cfg.model).eval()
+    torch.nn.init.normal_(model.heads.parsing.context.out.weight, std=0.2)
+    weights = save_weights(model, cfg, tmp_path / "ring.safetensors")
+    m = TINY["input_size"] // 2
+    side = int(m * 1.5)
+    x = tiny_inputs[1][:2]
+    model, _ = load_model(weights)
+    ref = torch_reference(model, x)
+    assert ref["parsing_wide"].shape == (2, 19, side, side)
+    onnx = export_artifact("onnx", "fp32", weights, tmp_path / "onnx", parity_x=tiny_inputs[1])
+    info = {o["name"]: o["shape"] for o in read_sidecar(onnx)["outputs"]}
+    assert info["parsing"] == f"19 x {m} x {m}" and info["parsing_wide"] == f"19 x {side} x {side}"
+    assert "parsing_wide_agreement" in read_sidecar(onnx)["parity"]["metrics"]
+    np.testing.assert_allclose(OnnxRunner(onnx)(x)["parsing_wide"], ref["parsing_wide"], atol=1e-3)
+    tfl = export_artifact("tflite", "fp32", weights, tmp_path / "tfl", parity_x=tiny_inputs[1])
+    np.testing.assert_allclose(load_runner("tflite", tfl)(x)["parsing_wide"], ref["parsing_wide"], atol=1e-3)
+    if importlib.util.find_spec("coremltools") is not None:
+        from faceanalysis.export.coreml_export import inspect
+
+        assert "parsing_wide" in inspect(export_artifact("coreml", "fp16", weights, tmp_path / "ml"))["outputs"]
+    faces = {b: FaceAnalyzer(weights=w, backend=b, tasks=["parsing"]).analyze(face_photo)
+             for b, w in (("torch", weights), ("onnx", onnx))}
+    pa, pb = faces["torch"][0].parsing, faces["onnx"][0].parsing
+    assert pa.field == pb.field == 1.5 and pa.box == pb.box
+    a, b = (p.full(face_photo.shape[:2]) for p in (pa, pb))
+    assert (a == b).mean() > 0.99
+    assert dataclasses.asdict(read_config(weights).model)["parsing_field"] == 1.5

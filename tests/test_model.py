@@ -29,7 +29,8 @@ def test_outputs_names_and_shapes(tiny_model, batch):
     with torch.no_grad():
         out = tiny_model(batch)
     assert list(out) == tiny_model.output_names
-    assert tiny_model.output_names == [n for t in TASKS.values() for n in t.outputs]
+    # every task output but the optional ones a plain config leaves out (parsing_wide needs parsing_field > 1)
+    assert tiny_model.output_names == [n for t in TASKS.values() for n in t.outputs if n not in t.optional_outputs]
     shapes = {k: tuple(v.shape) for k, v in out.items()}
     assert shapes == {"parsing": (3, 19, s // 2, s // 2), "landmarks": (3, 68, 2), "pose": (3, 3), "attributes": (3, 40),
                       "age": (3,), "gender": (3,), "expression": (3, 7), "embedding": (3, 128)}
@@ -124,3 +125,37 @@ def test_parsing_refiner_grows_the_model_without_changing_what_it_computes(tiny_
     assert "parsing_stride" not in plain.to_json() and '"parsing_stride": 1' in fine.to_json()
     assert FaceAnalysisConfig.from_json(plain.to_json()) == plain
     assert FaceAnalysisConfig.from_json(fine.to_json()).model.parsing_stride == 1
+
+
+def test_refiner_on_masked_rows_only_matches_the_full_pass(tiny_model, batch):
+    """Training runs the parsing refiner on the rows with a mask alone (``fine_rows``): those rows' full-resolution
+    maps equal the full pass's (eval mode, so batch norm does not depend on the batch), every row keeps its
+    stride-2 maps for the tag term, and the mask loss reads the fine maps; a mismatch between the rows and the
+    masks is an error, not a silent misalignment."""
+    import dataclasses
+
+    from faceanalysis import FaceAnalysisError
+    from faceanalysis.tasks.parsing import IGNORE, ParsingTask
+
+    s = TINY["input_size"]
+    grown = FaceModel(dataclasses.replace(tiny_model.cfg, parsing_stride=1)).eval()
+    grown.load_state_dict(tiny_model.state_dict(), strict=False)
+    torch.nn.init.normal_(grown.parsing_refiner.out.weight, std=0.1)
+    mask = torch.full((3, s, s), IGNORE, dtype=torch.uint8)
+    mask[1] = torch.randint(0, 19, (s, s), dtype=torch.uint8)
+    target = {"mask": mask, "tags": torch.full((3, 4), float("nan"))}
+    task = ParsingTask()
+    rows = task.fine_rows(target)
+    assert rows.tolist() == [1]
+    with torch.no_grad():
+        full = grown(batch, raw=True)
+        part = grown(batch, raw=True, fine_rows=rows)
+        plain = tiny_model(batch, raw=True)
+    torch.testing.assert_close(part["parsing_fine"], full["parsing"][rows], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(part["parsing"], plain["parsing"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(task.mask_loss(part, target), task.mask_loss(full, target), atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # no masked row: the refiner is skipped, stride-2 maps only
+        none = grown(batch, raw=True, fine_rows=rows[:0])
+    assert "parsing_fine" not in none and none["parsing"].shape[-1] == s // 2
+    with pytest.raises(FaceAnalysisError, match="full-resolution maps for 1 masked rows"):
+        task.mask_loss({"parsing_fine": full["parsing"]}, target)

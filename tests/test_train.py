@@ -119,8 +119,8 @@ def test_init_from_a_checkpoint_continues_its_adam_moments(tmp_path, data_root):
 
 def test_a_stage_may_grow_the_parsing_refiner_and_keeps_adam_moments_by_name(smoke_run, data_root, tmp_path):
     """--init from stride-2 weights into a config with parsing_stride 1 (the only growth allowed): the shared
-    tensors and their AdamW moments carry over by parameter name (the refiner's are new); any other model change
-    is still refused."""
+    tensors and their AdamW moments carry over by parameter name (the refiner's are new); dropping the refiner
+    again (1 -> 2) is allowed too; any other model change is still refused."""
     import dataclasses
 
     from faceanalysis import FaceAnalysisError
@@ -166,6 +166,21 @@ def test_a_stage_may_grow_the_parsing_refiner_and_keeps_adam_moments_by_name(smo
     _, lines = _log(out)
     assert any("AdamW moments carried over" in ln for ln in lines)
     assert read_config(out / "ema_fp16.safetensors").model.parsing_stride == 1
+    # and back: a stride-2 stage may start from the grown run, the refiner dropped, every shared tensor and its
+    # AdamW moments carried over (stage 20 did this to leave a refiner that cost more than it gave)
+    grown_ckpt = out / "checkpoint.safetensors"
+    small = FaceModel(cfg.model)
+    _init_from(small, grown_ckpt)
+    _, grown_saved, _, _ = read_checkpoint(grown_ckpt)
+    assert all(torch.equal(small.state_dict()[k], v.float() if v.is_floating_point() else v)
+               for k, v in grown_saved.items() if not k.startswith("parsing_refiner."))
+    assert not any(k.startswith("parsing_refiner.") for k in small.state_dict())
+    back = tmp_path / "back"
+    assert main(["train", "--config", "smoke", "--init", str(grown_ckpt), "--out", str(back), "--steps", "3",
+                 "--data-root", str(data_root)]) == 0
+    _, lines = _log(back)
+    assert any("AdamW moments carried over" in ln for ln in lines)
+    assert read_config(back / "ema_fp16.safetensors").model.parsing_stride == 2
 
 
 def test_validation_images_do_not_follow_the_data_order_seed(tmp_path, data_root, monkeypatch):

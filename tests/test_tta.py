@@ -42,7 +42,7 @@ def test_parsing_unflip_by_hand():
 def test_unflip_twice_is_the_identity(name):
     rng = np.random.default_rng(0)
     task = TASKS[name]
-    shapes = {"landmarks": (2, 68, 2), "pose": (2, 3), "parsing": (2, len(CLASSES), 6, 6), "attributes": (2, 40),
+    shapes = {"landmarks": (2, 68, 2), "pose": (2, 3), "parsing": (2, len(CLASSES), 6, 6), "parsing_wide": (2, len(CLASSES), 9, 9), "attributes": (2, 40),
               "age": (2,), "gender": (2,), "expression": (2, 7), "embedding": (2, 16)}
     out = {k: rng.normal(size=shapes[k]).astype(np.float32) for k in task.outputs}
     twice = task.unflip(task.unflip(out, 12), 12)

@@ -9,6 +9,7 @@ const range = (a, b) => Array.from({ length: b - a }, (_, i) => a + i);
 const CONTOURS = [range(0, 17), range(17, 22), range(22, 27), range(27, 31), range(31, 36), [...range(36, 42), 36],
   [...range(42, 48), 42], [...range(48, 60), 48], [...range(60, 68), 60]];
 const PARSING_ALPHA = 0.45;
+const FEATHER = 0.12;  // tasks/parsing.py FEATHER
 
 function drawParsing(ctx, face) {
   const p = face.parsing;
@@ -17,11 +18,18 @@ function drawParsing(ctx, face) {
   const layer = document.createElement("canvas");
   layer.width = p.width; layer.height = p.height;
   const lctx = layer.getContext("2d"), data = lctx.createImageData(p.width, p.height), d = data.data;
+  // fade out toward the border of the parsing field (the crop, or field x its side with the context ring) over
+  // FEATHER x the crop side, as tasks/parsing.py crop_fade: the field's straight edges never show
+  const m = face.crop_matrix, side = p.side || 128, ring = ((p.field || 1) - 1) / 2 * side, full = side + 2 * ring;
   for (let i = 0; i < p.mask.length; i++) {
     const c = p.mask[i];
     if (!c) continue;
+    const x = p.box[0] + (i % p.width), y = p.box[1] + Math.floor(i / p.width);
+    const u = m[0][0] * x + m[0][1] * y + m[0][2] + ring + 0.5, v = m[1][0] * x + m[1][1] * y + m[1][2] + ring + 0.5;
+    let r = Math.min(1, Math.max(0, Math.min(u, full - u, v, full - v) / (FEATHER * side)));
+    r = r * r * (3 - 2 * r);
     const col = PALETTE[c % PALETTE.length];
-    d[i * 4] = col[0]; d[i * 4 + 1] = col[1]; d[i * 4 + 2] = col[2]; d[i * 4 + 3] = 255 * PARSING_ALPHA;
+    d[i * 4] = col[0]; d[i * 4 + 1] = col[1]; d[i * 4 + 2] = col[2]; d[i * 4 + 3] = 255 * PARSING_ALPHA * r;
   }
   lctx.putImageData(data, 0, 0);
   ctx.drawImage(layer, p.box[0], p.box[1]);

@@ -293,15 +293,16 @@ function argmaxWarp(padded, nCls, P, m, w, h) {
 const SIDED_PAIRS = [[4, 5], [6, 7], [8, 9]];
 
 /** A copy of the half x half logit maps (half = the map side) in which each sided pair takes the larger of its two logits on its own side
- * of the crop's midline (the template's eye midpoint) and -1e4 on the other (tasks/parsing.py assign_sides). */
-export function assignSides(logits, half, pre) {
+ * of the crop's midline (the template's eye midpoint) and -1e4 on the other (tasks/parsing.py assign_sides). field: the maps cover
+ * that many crop sides, centred on the crop (parsing_wide). */
+export function assignSides(logits, half, pre, field = 1) {
   const out = Float32Array.from(logits), s = pre.input_size;
-  const mid = (pre.template[0][0] + pre.template[1][0]) / 2 * s;
+  const mid = (pre.template[0][0] + pre.template[1][0]) / 2 * s, ring = (field - 1) / 2 * s;
   for (const [l, r] of SIDED_PAIRS) {
     for (let y = 0; y < half; y++) {
       for (let x = 0; x < half; x++) {
         const il = (l * half + y) * half + x, ir = (r * half + y) * half + x, both = Math.max(out[il], out[ir]);
-        const subjectLeft = (x + 0.5) * s / half >= mid;  // crop right = subject's left
+        const subjectLeft = (x + 0.5) * s * field / half - ring >= mid;  // crop right = subject's left
         out[il] = subjectLeft ? both : -1e4;
         out[ir] = subjectLeft ? -1e4 : both;
       }
@@ -310,18 +311,20 @@ export function assignSides(logits, half, pre) {
   return out;
 }
 
-/** Class ids over the image region the crop covers (tasks/parsing.py ParsingTask.to_face). */
-export function parsingToImage(logits, nCls, half, matrix, pre, imgW, imgH) {
-  logits = assignSides(logits, half, pre);
-  const s = pre.input_size, inv = invert(matrix);
-  const corners = [[0, 0], [s, 0], [0, s], [s, s]].map((p) => apply(inv, [p[0] - 0.5, p[1] - 0.5]));
+/** Class ids over the image region the crop covers, or the wider square of field x its side when the logits are
+ * parsing_wide (tasks/parsing.py ParsingTask.to_face). */
+export function parsingToImage(logits, nCls, half, matrix, pre, imgW, imgH, field = 1) {
+  logits = assignSides(logits, half, pre, field);
+  const s = pre.input_size, inv = invert(matrix), ring = (field - 1) / 2 * s;
+  const corners = [[-ring, -ring], [s + ring, -ring], [-ring, s + ring], [s + ring, s + ring]]
+    .map((p) => apply(inv, [p[0] - 0.5, p[1] - 0.5]));
   let x0 = Math.floor(Math.min(...corners.map((p) => p[0]))), y0 = Math.floor(Math.min(...corners.map((p) => p[1])));
   let x1 = Math.ceil(Math.max(...corners.map((p) => p[0]))) + 1, y1 = Math.ceil(Math.max(...corners.map((p) => p[1]))) + 1;
   x0 = Math.max(x0, 0); y0 = Math.max(y0, 0); x1 = Math.min(x1, imgW); y1 = Math.min(y1, imgH);
-  if (x1 <= x0 || y1 <= y0) return { box: [0, 0, 0, 0], width: 0, height: 0, mask: new Uint8Array(0) };
+  if (x1 <= x0 || y1 <= y0) return { box: [0, 0, 0, 0], width: 0, height: 0, mask: new Uint8Array(0), field, side: s };
   // the maps are k = half / s of the crop resolution (1/2, or 1 with parsing_stride 1; pixel centres aligned),
   // with one replicated pixel of padding
-  const P = half + 2, padded = new Float32Array(nCls * P * P), k = half / s;
+  const P = half + 2, padded = new Float32Array(nCls * P * P), k = half / (s * field);
   for (let c = 0; c < nCls; c++) {
     for (let yy = 0; yy < P; yy++) {
       const sy = Math.min(Math.max(yy - 1, 0), half - 1);
@@ -330,7 +333,8 @@ export function parsingToImage(logits, nCls, half, matrix, pre, imgW, imgH) {
       }
     }
   }
-  const shifted = compose([[k, 0, 0.5 * k + 0.5], [0, k, 0.5 * k + 0.5]], compose(matrix, [[1, 0, x0], [0, 1, y0]]));
+  const o = k * (ring + 0.5) + 0.5;
+  const shifted = compose([[k, 0, o], [0, k, o]], compose(matrix, [[1, 0, x0], [0, 1, y0]]));
   const w = x1 - x0, h = y1 - y0, f = Math.min(1, MAX_MASK_SIDE / Math.max(w, h));
   let mask;
   if (f < 1) {  // big faces: label a coarser grid, then upscale (nearest, as cv2.resize INTER_NEAREST)
@@ -345,7 +349,7 @@ export function parsingToImage(logits, nCls, half, matrix, pre, imgW, imgH) {
   } else {
     mask = argmaxWarp(padded, nCls, P, shifted, w, h);
   }
-  return { box: [x0, y0, x1, y1], width: w, height: h, mask };
+  return { box: [x0, y0, x1, y1], width: w, height: h, mask, field, side: s };
 }
 
 // ---- the analyzer --------------------------------------------------------------------------------------------------
@@ -434,10 +438,11 @@ export class FaceAnalyzerWeb {
     }
     const emb = get("embedding");
     if (emb) face.embedding = Array.from(emb);
-    const par = get("parsing");
+    const par = get("parsing"), wide = get("parsing_wide");
     if (par) {
       const nCls = this.classNames.parsing.length, half = Math.round(Math.sqrt(par.length / nCls));
-      face.parsing = parsingToImage(par, nCls, half, m, this.pre, img.width, img.height);
+      const side = wide ? Math.round(Math.sqrt(wide.length / nCls)) : half;  // the wider field when the model gives it
+      face.parsing = parsingToImage(wide || par, nCls, side, m, this.pre, img.width, img.height, side / half);
       face.parsing.class_names = this.classNames.parsing;
     }
     return face;

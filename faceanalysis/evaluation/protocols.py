@@ -110,7 +110,7 @@ def to_faces(fa: FaceAnalyzer, task: str, out: dict[str, np.ndarray], mats: np.n
              shapes: list[tuple[int, int]]) -> list[dict[str, Any]]:
     """Image-frame :class:`~faceanalysis.Face` fields of ``task`` for every face (the task's ``to_face``)."""
     t = TASKS[task]
-    return [t.to_face({k: out[k][i] for k in t.outputs}, mats[i], shapes[i], fa.pre) for i in range(len(mats))]
+    return [t.to_face({k: out[k][i] for k in t.outputs if k in out}, mats[i], shapes[i], fa.pre) for i in range(len(mats))]
 
 
 def _pseudo_rows(root: Path, dataset: str, ids: list[str]) -> dict[str, np.ndarray]:

@@ -13,12 +13,12 @@ DECIDED_MARGIN = 0.05
 #: metric -> (floor, "min" | "max"): "min" = value must be >= floor, "max" = value must be <= floor
 FLOORS: dict[str, dict[str, tuple[float, str]]] = {
     "int8": {"embedding_cosine_mean": (0.98, "min"), "landmarks_mean_px": (1.0, "max"),
-             "parsing_agreement": (0.97, "min"), "expression_top1_agreement_decided": (0.95, "min")},
+             "parsing_agreement": (0.97, "min"), "parsing_wide_agreement": (0.97, "min"), "expression_top1_agreement_decided": (0.95, "min")},
     "fp16": {"embedding_cosine_min": (0.999, "min"), "landmarks_mean_px": (0.05, "max"),
-             "parsing_agreement": (0.995, "min"), "expression_top1_agreement": (0.99, "min"),
+             "parsing_agreement": (0.995, "min"), "parsing_wide_agreement": (0.995, "min"), "expression_top1_agreement": (0.99, "min"),
              "attributes_max_abs": (0.01, "max"), "pose_mean_deg": (0.05, "max")},
     "fp32": {"embedding_cosine_min": (0.9999, "min"), "landmarks_mean_px": (0.01, "max"),
-             "parsing_agreement": (0.999, "min"), "expression_top1_agreement": (0.99, "min"),
+             "parsing_agreement": (0.999, "min"), "parsing_wide_agreement": (0.999, "min"), "expression_top1_agreement": (0.99, "min"),
              "attributes_max_abs": (0.001, "max"), "pose_mean_deg": (0.01, "max")},
 }
 
@@ -40,6 +40,8 @@ def compare(ref: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> dict[str,
         m["landmarks_mean_px"], m["landmarks_max_px"] = float(err.mean()), float(err.max())
     if "parsing" in ref and "parsing" in out:
         m["parsing_agreement"] = float((ref["parsing"].argmax(1) == out["parsing"].argmax(1)).mean())
+    if "parsing_wide" in ref and "parsing_wide" in out:
+        m["parsing_wide_agreement"] = float((ref["parsing_wide"].argmax(1) == out["parsing_wide"].argmax(1)).mean())
     if "pose" in ref and "pose" in out:
         d = np.abs(ref["pose"] - out["pose"])
         m["pose_mean_deg"], m["pose_max_deg"] = float(d.mean()), float(d.max())
@@ -97,6 +99,6 @@ def torch_reference(model, x: np.ndarray, batch: int = 16) -> dict[str, np.ndarr
 def format_metrics(m: dict[str, float]) -> str:
     """One line for the console."""
     keys = ["embedding_cosine_mean", "embedding_cosine_min", "landmarks_mean_px", "parsing_agreement",
-            "expression_top1_agreement", "expression_top1_agreement_decided", "attributes_max_abs", "pose_mean_deg",
+            "parsing_wide_agreement", "expression_top1_agreement", "expression_top1_agreement_decided", "attributes_max_abs", "pose_mean_deg",
             "age_mean_abs_years"]
     return " ".join(f"{k}={m[k]:.4f}" for k in keys if k in m)

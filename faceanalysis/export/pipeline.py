@@ -43,10 +43,12 @@ def output_info(cfg: FaceAnalysisConfig) -> list[dict[str, str]]:
 
     s = cfg.model.input_size
     info = []
+    m = s // cfg.model.parsing_stride
     for t in get_tasks(list(cfg.model.tasks)):
-        for name, (shape, meaning) in t.outputs.items():
-            shape = (shape.replace("S/p", str(s // cfg.model.parsing_stride)).replace("S/2", str(s // 2))
-                     .replace("E", str(cfg.model.embedding_dim)))
+        for name in t.output_names(cfg.model):
+            shape, meaning = t.outputs[name]
+            shape = (shape.replace("fS/p", str(round(m * cfg.model.parsing_field))).replace("S/p", str(m))
+                     .replace("S/2", str(s // 2)).replace("E", str(cfg.model.embedding_dim)))
             info.append({"name": name, "shape": shape, "meaning": meaning})
     return info
 

@@ -10,6 +10,7 @@ from ..config import ModelConfig
 from ..errors import FaceAnalysisError
 from ..tasks import HeadInputs, get_tasks
 from .image_encoder import ImageEncoder
+from .parsing_context import ring_size
 from .parsing_refiner import ParsingRefiner
 from .pixel_decoder import PixelDecoder
 from .transformer import TwoWayTransformer
@@ -24,6 +25,15 @@ class FaceModel(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
+        if cfg.parsing_stride not in (1, 2):
+            raise FaceAnalysisError(f"model config: parsing_stride must be 1 or 2, got {cfg.parsing_stride!r}")
+        if cfg.parsing_field != 1.0 and cfg.parsing_stride != 2:
+            raise FaceAnalysisError("model config: parsing_field > 1 (the parsing context ring) needs parsing_stride 2")
+        if cfg.parsing_field != 1.0:
+            try:
+                ring_size(cfg.input_size // 2, cfg.parsing_field, 4)
+            except ValueError as e:
+                raise FaceAnalysisError(f"model config: {e}") from None
         self.cfg = cfg
         self.tasks = get_tasks(cfg.tasks)
         d = cfg.embed_dim
@@ -39,17 +49,20 @@ class FaceModel(nn.Module):
                                          mlp_dim=cfg.decoder_mlp_dim)
         self.pixel_decoder = PixelDecoder(embed_dim=d, skip_channels=cfg.stem_channels[:3], out_dim=cfg.pixel_dim)
         self.heads = nn.ModuleDict({t.name: t.build_head(cfg) for t in self.tasks})
-        if cfg.parsing_stride not in (1, 2):
-            raise FaceAnalysisError(f"model config: parsing_stride must be 1 or 2, got {cfg.parsing_stride!r}")
         # registered last, so a model grown from stride-2 weights keeps their parameter order (optimiser state)
         self.parsing_refiner = (ParsingRefiner(pixel_dim=cfg.pixel_dim)
                                 if cfg.parsing_stride == 1 and "parsing" in cfg.tasks else None)
 
     @property
     def output_names(self) -> list[str]:
-        return [name for t in self.tasks for name in t.outputs]
+        return [name for t in self.tasks for name in t.output_names(self.cfg)]
 
-    def forward(self, x: torch.Tensor, tasks: Iterable[str] | None = None, raw: bool = False) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, tasks: Iterable[str] | None = None, raw: bool = False,
+                fine_rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``fine_rows`` (training only; int64 row indices): run the parsing refiner on these rows alone. Parsing
+        then gives ``parsing`` at stride 2 for every row and ``parsing_fine`` at full resolution for these rows
+        (a training step's mask rows are about a tenth of the batch; the refiner on all of them costs 2.5x the
+        step). Ignored without a refiner."""
         wanted = set(tasks) if tasks is not None else None
         face, skips = self.encoder(x)
         b, n, d = face.shape
@@ -62,14 +75,19 @@ class FaceModel(nn.Module):
             g = self.cfg.input_size // 16
             pixels = self.pixel_decoder(face.transpose(1, 2).reshape(b, d, g, g), skips)
         fine = None
-        if self.parsing_refiner is not None and (wanted is None or "parsing" in wanted):
+        if self.parsing_refiner is None or (wanted is not None and "parsing" not in wanted):
+            fine_rows = None
+        elif fine_rows is None:
             fine = self.parsing_refiner(pixels, x)
+        elif len(fine_rows):
+            fine = self.parsing_refiner(pixels[fine_rows], x[fine_rows])
         out: dict[str, torch.Tensor] = {}
         for task, tok in zip(self.tasks, tokens.split(self.token_counts, dim=1)):
             if wanted is not None and task.name not in wanted:
                 continue
             r = task.head_forward(self.heads[task.name],
-                                  HeadInputs(tokens=tok, image=face, pixels=pixels, fine_pixels=fine))
+                                  HeadInputs(tokens=tok, image=face, pixels=pixels, fine_pixels=fine,
+                                             fine_rows=fine_rows if fine is not None else None))
             out.update(r if raw else task.activate(r))
         return out
 

@@ -24,6 +24,8 @@ class HeadInputs:
     image: torch.Tensor  # (B, N, D): face tokens
     pixels: torch.Tensor  # (B, C, S/2, S/2): pixel features
     fine_pixels: torch.Tensor | None = None  # (B, C, S, S): the parsing refiner's features (parsing_stride 1)
+    #: training only: the rows ``fine_pixels`` were computed for (then it is (len(fine_rows), C, S, S))
+    fine_rows: torch.Tensor | None = None
 
 
 @dataclass
@@ -43,6 +45,17 @@ class Task:
     num_tokens: ClassVar[int] = 1
     #: exported output name -> (shape after batch, meaning)
     outputs: ClassVar[dict[str, tuple[str, str]]] = {}
+    #: the names in ``outputs`` that only some model configs give (see :meth:`output_names`)
+    optional_outputs: ClassVar[frozenset[str]] = frozenset()
+
+    def output_names(self, cfg: ModelConfig) -> list[str]:
+        """The outputs of this task that a model built from ``cfg`` gives, in ``outputs`` order."""
+        return list(self.outputs)
+
+    def for_model(self, cfg: ModelConfig) -> "Task":
+        """This task set up for a model built from ``cfg`` (training targets that depend on the architecture,
+        e.g. the parsing field); the default needs nothing and returns ``self``."""
+        return self
 
     def build_head(self, cfg: ModelConfig) -> torch.nn.Module:
         raise NotImplementedError
@@ -56,6 +69,11 @@ class Task:
         return raw
 
     # ---- training ---------------------------------------------------------------------------
+    def fine_rows(self, target: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """Training only: the batch rows (int64 indices) whose full-resolution maps this task's loss needs, or
+        ``None`` when the task needs none (the model then skips its full-resolution path for the other rows)."""
+        return None
+
     def fit(self, sources: dict[str, Any]) -> "Task":
         """This task set up for training on ``sources`` (dataset name -> decoded train split), e.g.
         class weights or a teacher bank taken from the training labels. Returns a copy; the registry's
@@ -115,6 +133,14 @@ def MapHead(dim: int, pixel_dim: int) -> "torch.nn.Module":  # noqa: N802 - stan
     from .heads import MapHead as cls
 
     return cls(dim, pixel_dim)
+
+
+def ParsingHead(cfg: ModelConfig, num_classes: int) -> "torch.nn.Module":  # noqa: N802
+    """:class:`faceanalysis.tasks.heads.ParsingHead` (a map head, plus the parsing context ring when
+    ``cfg.parsing_field`` > 1); torch imported on first use."""
+    from .heads import ParsingHead as cls
+
+    return cls(cfg, num_classes)
 
 
 def VectorHead(dim: int, out_dim: int, pool_image: bool = False) -> "torch.nn.Module":  # noqa: N802

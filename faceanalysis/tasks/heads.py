@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config import ModelConfig
 from ..model.common import MLP
 from .base import HeadInputs
 
@@ -22,6 +23,22 @@ class MapHead(nn.Module):
         w = self.hyper(x.tokens)  # (B, K, C)
         b, c, h, wd = x.pixels.shape
         return (w @ x.pixels.reshape(b, c, h * wd)).reshape(b, -1, h, wd)
+
+
+class ParsingHead(MapHead):
+    """The parsing map head; with ``ModelConfig.parsing_field`` > 1 it also owns the
+    :class:`~faceanalysis.model.parsing_context.ParsingContext` that widens the maps beyond the crop (its
+    parameters are ``context.*``, so weights without it load unchanged)."""
+
+    def __init__(self, cfg: ModelConfig, num_classes: int) -> None:
+        super().__init__(cfg.embed_dim, cfg.pixel_dim)
+        self.context = None
+        if cfg.parsing_field != 1.0:
+            from ..model.parsing_context import ParsingContext
+
+            self.context = ParsingContext(num_classes=num_classes, embed_dim=cfg.embed_dim,
+                                          map_size=cfg.input_size // cfg.parsing_stride,
+                                          grid=cfg.input_size // 16, field=cfg.parsing_field)
 
 
 class VectorHead(nn.Module):

@@ -1,5 +1,6 @@
 """Face parsing: 19 CelebAMask-HQ classes, per-pixel logits at half the crop resolution (at the full resolution
-with ``ModelConfig.parsing_stride`` 1)."""
+with ``ModelConfig.parsing_stride`` 1), and with ``ModelConfig.parsing_field`` > 1 over a square wider than the crop
+(``parsing_wide``, the context ring of ``model/parsing_context.py``)."""
 from __future__ import annotations
 
 import copy
@@ -12,7 +13,8 @@ import numpy as np
 from .. import align
 from .._lazy import F, torch  # torch on first use (losses); post-processing is numpy
 from ..config import ModelConfig, PreprocessConfig
-from .base import Geometry, HeadInputs, MapHead, Task, weighted_terms
+from ..errors import FaceAnalysisError
+from .base import Geometry, HeadInputs, ParsingHead, Task, weighted_terms
 
 CLASSES = (
     "background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear",
@@ -49,11 +51,15 @@ _DRAW_LUT[0] = 0
 @dataclass
 class ParsingMask:
     """A face's class-id mask in image coordinates, stored for the region ``box`` = (x0, y0, x1, y1)
-    (exclusive ends) that the face's crop covers; pixels outside it are background."""
+    (exclusive ends) that the face's parsing field covers (its aligned crop, widened to ``field`` crop sides about
+    the crop's centre when the model has the context ring, ``ModelConfig.parsing_field``), clipped to the image;
+    pixels outside it are background."""
 
     mask: np.ndarray  # (y1 - y0, x1 - x0) uint8 class ids
     box: tuple[int, int, int, int]
     class_names: tuple[str, ...] = CLASSES
+    #: side of the square the mask covers, as a multiple of the face's crop side (``ModelConfig.parsing_field``)
+    field: float = 1.0
 
     def full(self, shape: tuple[int, int]) -> np.ndarray:
         """The mask pasted into an all-background image of ``shape`` (H, W)."""
@@ -107,7 +113,7 @@ def class_balance_weights(masks: list[np.ndarray], num_classes: int, power: floa
     return w.astype(np.float32)
 
 
-def assign_sides(logits: np.ndarray, pre: PreprocessConfig) -> np.ndarray:
+def assign_sides(logits: np.ndarray, pre: PreprocessConfig, field: float = 1.0) -> np.ndarray:
     """Decide the subject's left / right of the eye, brow and ear classes by position in the aligned crop.
 
     ``logits``: ``(..., 19, h, w)`` parsing logits over the crop (any map resolution); returns a copy in which,
@@ -119,11 +125,13 @@ def assign_sides(logits: np.ndarray, pre: PreprocessConfig) -> np.ndarray:
     shipped stage-16 weights, CelebAMask mini test: mean F1 69.37 -> 69.89 %, ``l_eye`` / ``r_eye`` F1
     73.2 / 72.8 -> 75.4 / 75.3 %; the model alone labelled both eyes of some frontal test faces with the wrong
     side. (10 of the 97 test masks with both eyes, and 54 of 821 training masks, have the pair the other way
-    round, as whole images: label noise that no decoder can match.)"""
+    round, as whole images: label noise that no decoder can match.) ``field``: the maps cover that many crop
+    sides, centred on the crop (``parsing_wide``)."""
     out = np.array(logits, np.float32, copy=True)
     s, w = pre.input_size, out.shape[-1]
     mid = (pre.template[0][0] + pre.template[1][0]) / 2 * s  # crop pixels
-    subject_left = ((np.arange(w) + 0.5) * s / w) >= mid  # map column centres; crop right = subject's left
+    ring = (field - 1.0) / 2.0 * s
+    subject_left = ((np.arange(w) + 0.5) * s * field / w - ring) >= mid  # column centres; crop right = subject's left
     for left, right in SIDED_PAIRS:
         both = np.maximum(out[..., left, :, :], out[..., right, :, :])
         out[..., left, :, :] = np.where(subject_left, both, -1e4)
@@ -156,7 +164,13 @@ class ParsingTask(Task):
     name = "parsing"
     num_tokens = len(CLASSES)
     outputs = {"parsing": ("19 x S/p x S/p", "per-class logits on the crop at 1/p of its resolution (p = "
-                                           "parsing_stride, 2 or 1); argmax = class id")}
+                                           "parsing_stride, 2 or 1); argmax = class id"),
+               "parsing_wide": ("19 x fS/p x fS/p", "the same logits over a square f = parsing_field times the crop's "
+                                                   "side, centred on it: the crop's maps in the middle, the "
+                                                   "ParsingContext ring's predictions around them")}
+    optional_outputs = frozenset({"parsing_wide"})
+    #: the parsing field (ModelConfig.parsing_field) the training targets are made for, set by :meth:`for_model`
+    field = 1.0
     #: cross-entropy class weights (softened median-frequency balancing), set by :meth:`fit`
     class_weights: torch.Tensor | None = None
     #: weight of the image-tag term (images without masks whose CelebA attributes say whether glasses, a hat,
@@ -173,16 +187,43 @@ class ParsingTask(Task):
         task.class_weights = torch.from_numpy(class_balance_weights(masks, len(CLASSES)))
         return task
 
+    def output_names(self, cfg: ModelConfig) -> list[str]:
+        return ["parsing"] + (["parsing_wide"] if cfg.parsing_field != 1.0 else [])
+
+    def for_model(self, cfg: ModelConfig) -> "ParsingTask":
+        if cfg.parsing_field == self.field:
+            return self
+        task = copy.copy(self)
+        task.field = cfg.parsing_field
+        return task
+
     def build_head(self, cfg: ModelConfig):
-        return MapHead(cfg.embed_dim, cfg.pixel_dim)
+        return ParsingHead(cfg, len(CLASSES))
 
     def head_forward(self, head, x: HeadInputs):
-        if x.fine_pixels is not None:  # parsing_stride 1: the same class vectors over full-resolution features
-            x = HeadInputs(tokens=x.tokens, image=x.image, pixels=x.fine_pixels)
-        return {"parsing": head(x)}
+        if x.fine_pixels is None:
+            logits = head(x)
+            if head.context is None:
+                return {"parsing": logits}
+            return {"parsing": logits, "parsing_wide": head.context(logits, x.image)}
+        fine = HeadInputs(tokens=x.tokens, image=x.image, pixels=x.fine_pixels)
+        if x.fine_rows is None:  # parsing_stride 1: the same class vectors over full-resolution features
+            return {"parsing": head(fine)}
+        # training with row-restricted refinement: stride-2 maps for every row (the image-tag term), full
+        # resolution for the rows with a mask (see fine_rows)
+        fine = HeadInputs(tokens=x.tokens[x.fine_rows], image=x.image[x.fine_rows], pixels=x.fine_pixels)
+        return {"parsing": head(x), "parsing_fine": head(fine)}
+
+    def ring_pixels(self, size: int) -> int:
+        """Crop pixels the parsing field adds on each side of a ``size`` crop."""
+        return int(round((self.field - 1.0) / 2.0 * size))
 
     def empty_target(self, size):
-        return {"mask": np.full((size, size), IGNORE, np.uint8), "tags": np.full(len(TAG_CLASSES), np.nan, np.float32)}
+        out = {"mask": np.full((size, size), IGNORE, np.uint8), "tags": np.full(len(TAG_CLASSES), np.nan, np.float32)}
+        if self.field != 1.0:  # the ring around the crop (its middle, the crop itself, is left to "mask")
+            r = self.ring_pixels(size)
+            out["mask_wide"] = np.full((size + 2 * r, size + 2 * r), IGNORE, np.uint8)
+        return out
 
     def warp_target(self, target, geo: Geometry):
         """``target``: a class-id ``mask`` in the source frame and/or image-level ``tags`` (see
@@ -196,14 +237,41 @@ class ParsingTask(Task):
                 mask = mask[:, ::-1]
                 mask = np.where(mask == IGNORE, IGNORE, FLIP_PERM[np.minimum(mask, 18)]).astype(np.uint8)
             out["mask"] = np.ascontiguousarray(mask)
+            if self.field != 1.0:
+                r = self.ring_pixels(geo.size)
+                shift = np.array([[1.0, 0.0, r], [0.0, 1.0, r]])
+                wide = align.warp_mask(target["mask"], align.compose(shift, geo.matrix), geo.size + 2 * r, fill=IGNORE)
+                if geo.flip:  # the field is centred on the crop, so the crop's flip is the field's
+                    wide = wide[:, ::-1]
+                    wide = np.where(wide == IGNORE, IGNORE, FLIP_PERM[np.minimum(wide, 18)]).astype(np.uint8)
+                wide[r:r + geo.size, r:r + geo.size] = IGNORE
+                out["mask_wide"] = np.ascontiguousarray(wide)
         return out
 
     def unflip(self, out, size):
-        return {"parsing": np.ascontiguousarray(out["parsing"][:, FLIP_PERM, :, ::-1])}
+        return {k: np.ascontiguousarray(v[:, FLIP_PERM, :, ::-1]) for k, v in out.items()}
 
     def loss(self, raw, target):
+        if "parsing_wide" in raw and not raw["parsing"].requires_grad:
+            # the crop's maps are frozen (a stage that trains the context ring alone, TrainConfig.trainable): their
+            # terms could not train anything, and the mask term is a third of such a step
+            return self.ring_loss(raw["parsing_wide"], target["mask_wide"])
         tag = self.tag_loss(raw["parsing"], target["tags"]) if "tags" in target and self.tag_weight > 0 else None
-        return weighted_terms((1.0, self.mask_loss(raw, target)), (self.tag_weight, tag))
+        ring = self.ring_loss(raw["parsing_wide"], target["mask_wide"]) if "parsing_wide" in raw else None
+        return weighted_terms((1.0, self.mask_loss(raw, target)), (self.tag_weight, tag), (1.0, ring))
+
+    def ring_loss(self, wide: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+        """Class-weighted cross-entropy of the ``parsing_wide`` logits ``(B, 19, M, M)`` on the ring around the crop
+        (``mask``: ``(B, F, F)`` class ids over the field, a multiple of ``M``, sampled at the map's pixels; the crop
+        and missing pixels 255); ``None`` when no row has a labelled ring pixel."""
+        step = mask.shape[-1] // wide.shape[-1]  # the target at the map's resolution (nearest): the ring is coarse,
+        mask = mask[:, step // 2::step, step // 2::step].long()  # and upsampling 19 maps to the crop is slow on a CPU
+        keep = (mask != IGNORE).flatten(1).any(1)
+        if not keep.any():
+            return None
+        logits = wide[keep].float()
+        w = None if self.class_weights is None else self.class_weights.to(logits.device)
+        return F.cross_entropy(logits, mask[keep], weight=w, ignore_index=IGNORE)
 
     def tag_loss(self, logits: torch.Tensor, tags: torch.Tensor) -> torch.Tensor | None:
         """Multiple-instance loss from image-level tags: binary cross-entropy between each tag and the mean
@@ -226,13 +294,22 @@ class ParsingTask(Task):
         k = max(1, round(self.tag_topk * prob.shape[-1] / 64 ** 2))  # the same share of the crop at any map size
         return prob.topk(min(k, prob.shape[-1]), dim=-1).values.mean(-1)
 
+    def fine_rows(self, target):
+        """The rows with a mask: only the mask term needs full-resolution maps (the tag term pools stride-2 ones)."""
+        return (target["mask"] != IGNORE).flatten(1).any(1).nonzero().flatten()
+
     def mask_loss(self, raw, target):
-        """Class-weighted cross-entropy plus soft Dice on the rows with a mask; ``None`` when none has one."""
+        """Class-weighted cross-entropy plus soft Dice on the rows with a mask; ``None`` when none has one.
+        Reads ``parsing_fine`` (the mask rows only, see :meth:`fine_rows`) when the model gave it."""
         mask = target["mask"].long()
         keep = (mask != IGNORE).flatten(1).any(1)
         if not keep.any():
             return None
-        logits = F.interpolate(raw["parsing"][keep], size=mask.shape[-2:], mode="bilinear", align_corners=False)
+        logits = raw["parsing_fine"] if "parsing_fine" in raw else raw["parsing"][keep]
+        if len(logits) != int(keep.sum()):
+            raise FaceAnalysisError(f"parsing loss: {len(logits)} full-resolution maps for {int(keep.sum())} "
+                                    "masked rows; pass fine_rows=ParsingTask.fine_rows(target) to the model")
+        logits = F.interpolate(logits, size=mask.shape[-2:], mode="bilinear", align_corners=False)
         mask = mask[keep]
         w = None if self.class_weights is None else self.class_weights.to(logits.device)
         ce = F.cross_entropy(logits.float(), mask, weight=w, ignore_index=IGNORE)
@@ -257,7 +334,15 @@ class ParsingTask(Task):
         ids = F.interpolate(logits, size=mask.shape[-2:], mode="bilinear", align_corners=False).argmax(1).numpy()
         f1, iou, present = parsing_scores(ids, mask[keep], len(CLASSES))
         fg = present & (np.arange(len(CLASSES)) > 0)
-        return {**out, "mean_f1": float(f1[fg].mean() * 100), "miou": float(iou[fg].mean() * 100)}
+        out = {**out, "mean_f1": float(f1[fg].mean() * 100), "miou": float(iou[fg].mean() * 100)}
+        if "parsing_wide" in pred and "mask_wide" in target:  # the ring around the crop: pixel accuracy
+            ring = target["mask_wide"][keep]
+            wide = torch.from_numpy(pred["parsing_wide"][keep]).float()
+            ids = F.interpolate(wide, size=ring.shape[-2:], mode="bilinear", align_corners=False).argmax(1).numpy()
+            known = ring != IGNORE
+            if known.any():
+                out["ring_acc"] = float((ids[known] == ring[known]).mean() * 100)
+        return out
 
     def tag_metrics(self, logits: np.ndarray, tags: np.ndarray) -> dict[str, float]:
         """How well the parsing maps find the tagged classes on images without masks: ROC AUC (%) of the
@@ -279,20 +364,27 @@ class ParsingTask(Task):
         return {"tag_auc": float(np.mean(aucs) * 100)} if aucs else {}
 
     def to_face(self, out, matrix, image_shape, pre: PreprocessConfig) -> dict[str, Any]:
-        logits = assign_sides(out["parsing"], pre)  # (19, m, m): m = S/2, or S with parsing_stride 1
+        """The class-id mask over the face's region. With ``parsing_wide`` (``ModelConfig.parsing_field`` > 1) the
+        region is the field around the crop, so hair, neck and cloth beyond the crop are labelled too."""
+        fine = out["parsing"]  # (19, m, m): m = S/2, or S with parsing_stride 1
+        wide = out.get("parsing_wide")
+        field = 1.0 if wide is None else wide.shape[-1] / fine.shape[-1]
+        logits = assign_sides(fine if wide is None else wide, pre, field)
         s = pre.input_size
+        ring = (field - 1.0) / 2.0 * s  # crop pixels the field adds on each side
         h, w = image_shape
         inv = align.invert(matrix)
-        corners = align.transform_points(np.array([[0, 0], [s, 0], [0, s], [s, s]], np.float32) - 0.5, inv)
+        corners = align.transform_points(
+            np.array([[-ring, -ring], [s + ring, -ring], [-ring, s + ring], [s + ring, s + ring]], np.float32) - 0.5, inv)
         x0, y0 = np.floor(corners.min(0)).astype(int)
         x1, y1 = np.ceil(corners.max(0)).astype(int) + 1
         x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
         if x1 <= x0 or y1 <= y0:
-            return {"parsing": ParsingMask(np.zeros((0, 0), np.uint8), (0, 0, 0, 0))}
+            return {"parsing": ParsingMask(np.zeros((0, 0), np.uint8), (0, 0, 0, 0), field=field)}
         # image pixel -> logit-map pixel (the maps are k = m / S of the crop resolution, pixel centres aligned:
-        # u = k (x + 0.5) - 0.5; plus one replicated pixel of padding so the crop's outer ring keeps its class)
-        k = logits.shape[-1] / s
-        to_map = np.array([[k, 0, 0.5 * k + 0.5], [0, k, 0.5 * k + 0.5]])
+        # u = k (x + ring + 0.5) - 0.5; plus one replicated pixel of padding so the outer ring keeps its class)
+        k = fine.shape[-1] / s
+        to_map = np.array([[k, 0, k * (ring + 0.5) + 0.5], [0, k, k * (ring + 0.5) + 0.5]])
         shifted = align.compose(to_map, align.compose(matrix, np.array([[1.0, 0, x0], [0, 1.0, y0]])))
         padded = np.pad(logits, ((0, 0), (1, 1), (1, 1)), mode="edge")
         w_r, h_r = x1 - x0, y1 - y0
@@ -305,7 +397,7 @@ class ParsingTask(Task):
             region = cv2.resize(small, (w_r, h_r), interpolation=cv2.INTER_NEAREST)
         else:
             region = _argmax_warp(padded, shifted, (w_r, h_r))
-        return {"parsing": ParsingMask(region, (int(x0), int(y0), int(x1), int(y1)))}
+        return {"parsing": ParsingMask(region, (int(x0), int(y0), int(x1), int(y1)), field=field)}
 
     def draw(self, canvas, face, style=None):
         """Translucent class colours (background left alone) with soft class edges, fading out toward the
@@ -325,7 +417,7 @@ class ParsingTask(Task):
         grid_to_region = np.array([[w / gw, 0, 0.5 * w / gw - 0.5], [0, h / gh, 0.5 * h / gh - 0.5]])
         mask = pm.mask if f == 1.0 else cv2.resize(pm.mask, (gw, gh), interpolation=cv2.INTER_NEAREST)
         layer = _DRAW_LUT[mask]  # premultiplied colour + opacity, background transparent
-        fade = crop_fade(face.crop_matrix, face.keypoints5, (x0, y0), (gw, gh), grid_to_region)
+        fade = crop_fade(face.crop_matrix, face.keypoints5, (x0, y0), (gw, gh), grid_to_region, field=pm.field)
         if fade is not None:
             layer *= fade[..., None]
         layer = cv2.GaussianBlur(layer, (0, 0), max(0.6, style.size * f / 250.0))  # soft class edges
@@ -339,23 +431,27 @@ class ParsingTask(Task):
 
 
 def crop_fade(matrix: np.ndarray, keypoints5: np.ndarray, origin: tuple[int, int], size: tuple[int, int],
-              grid_to_region: np.ndarray | None = None, feather: float = FEATHER) -> np.ndarray | None:
+              grid_to_region: np.ndarray | None = None, feather: float = FEATHER,
+              field: float = 1.0) -> np.ndarray | None:
     """Weights ``(H, W)`` = ``size[::-1]`` over an image region whose top-left pixel is ``origin``: 1 well
-    inside the face's aligned crop, easing to 0 at the crop's border over ``feather`` x the crop side (0
-    outside the crop). ``grid_to_region`` maps the output grid to region pixels when it is coarser. The
-    crop side is read from how ``matrix`` maps ``keypoints5`` onto the alignment template; ``None`` when
-    that fails."""
+    inside the face's aligned crop widened to ``field`` x its side about its centre (the parsing field), easing to
+    0 at that square's border over ``feather`` x the crop side (0 outside it). ``grid_to_region`` maps the output
+    grid to region pixels when it is coarser. The crop side is read from how ``matrix`` maps ``keypoints5`` onto
+    the alignment template; ``None`` when that fails."""
     m = np.asarray(matrix, np.float64)
     t = np.asarray(PreprocessConfig().template, np.float64)
     p = align.transform_points(np.asarray(keypoints5, np.float64), m).astype(np.float64) + 0.5
     side = float((p * t).sum() / (t * t).sum())
     if not np.isfinite(side) or side < 8 or side > 1e5 or min(size) < 1:
         return None
-    c = np.arange(int(np.ceil(side))) + 0.5  # crop pixel centres, from the crop's edge
-    edge = np.minimum(c, side - c)
+    ring = (field - 1.0) / 2.0 * side
+    full = side + 2 * ring
+    c = np.arange(int(np.ceil(full))) + 0.5  # field pixel centres, from the field's edge
+    edge = np.minimum(c, full - c)
     ramp = np.clip(np.minimum(edge[:, None], edge[None, :]) / (feather * side), 0.0, 1.0)
     ramp = (ramp * ramp * (3.0 - 2.0 * ramp)).astype(np.float32)
     to_crop = align.compose(m, np.array([[1.0, 0.0, origin[0]], [0.0, 1.0, origin[1]]]))  # region px -> crop px
+    to_crop = align.compose(np.array([[1.0, 0.0, ring], [0.0, 1.0, ring]]), to_crop)  # crop px -> field px
     if grid_to_region is not None:
         to_crop = align.compose(to_crop, grid_to_region)
     return cv2.warpAffine(ramp, to_crop, tuple(int(v) for v in size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
