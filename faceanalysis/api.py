@@ -176,6 +176,8 @@ class FaceAnalyzer:
                  backend: str | None = None, detector: Detector | None = None, det_max_side: int | None = None,
                  min_score: float = 0.6, max_faces: int | None = None, batch_size: int = 32,
                  tta: str | None = None, parsing_ring: bool = True) -> None:
+        if not isinstance(parsing_ring, bool):
+            raise FaceAnalysisError(f"parsing_ring must be True or False, got {parsing_ring!r}")
         if isinstance(tasks, str):
             tasks = [tasks]
         self.tasks = get_tasks(list(tasks) if tasks is not None else None)
@@ -186,7 +188,7 @@ class FaceAnalyzer:
                                     + option(" or None (off)", " (omit it for one pass)"))
         runner = make_runner(self.backend, weights, device, self.task_names if tasks is not None else None)
         self.tta = tta
-        self.parsing_ring = bool(parsing_ring)
+        self.parsing_ring = parsing_ring
         self.runner = with_tta(runner, tta, self.tasks)
         self.config = self.runner.config
         self.pre = self.config.preprocess

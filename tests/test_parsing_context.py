@@ -191,6 +191,8 @@ def test_analyzer_can_keep_parsing_to_the_crop(default_weights, face_photo):
     from faceanalysis.weights import read_config
 
     assert read_config(default_weights).model.parsing_field == FIELD
+    with pytest.raises(FaceAnalysisError, match="parsing_ring must be True or False"):
+        FaceAnalyzer(parsing_ring="no")
     wide = FaceAnalyzer(tasks=["parsing"], backend="torch").analyze(face_photo)[0].parsing
     crop = FaceAnalyzer(tasks=["parsing"], backend="torch", parsing_ring=False).analyze(face_photo)[0].parsing
     assert wide.field == FIELD and crop.field == 1.0
