@@ -159,13 +159,18 @@ def predict_crops(model: FaceModel, crops: np.ndarray, pre: PreprocessConfig, de
     return {k: np.concatenate(v) for k, v in outs.items()}
 
 
+def _under(name: str, prefixes: list[str] | tuple[str, ...]) -> bool:
+    """Whether the module or parameter ``name`` is one of ``prefixes`` or inside one (dotted names)."""
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
 def set_train_mode(model: torch.nn.Module, trainable: list[str] | tuple[str, ...] = ()) -> None:
     """``model.train()``, but the modules outside the ``trainable`` name prefixes (when any are given) stay in eval
     mode, so frozen batch norms and stochastic depth behave as at inference (see ``TrainConfig.trainable``)."""
     model.train()
     if trainable:
         for name, m in model.named_modules():
-            if not any(name == p or name.startswith(p + ".") for p in trainable):
+            if not _under(name, trainable):
                 m.training = False
 
 
@@ -173,12 +178,12 @@ def freeze_except(model: torch.nn.Module, trainable: list[str]) -> int:
     """Turn off gradients outside the ``trainable`` parameter-name prefixes; returns how many parameters
     (elements) stay trainable. Raises :class:`FaceAnalysisError` when a prefix matches no parameter."""
     names = [n for n, _ in model.named_parameters()]
-    unmatched = [p for p in trainable if not any(n == p or n.startswith(p + ".") for n in names)]
+    unmatched = [p for p in trainable if not any(_under(n, [p]) for n in names)]
     if unmatched:
         raise FaceAnalysisError(f"trainable: no parameter of the model starts with {unmatched} (e.g. {names[0]!r})")
     count = 0
     for n, p in model.named_parameters():
-        p.requires_grad_(any(n == q or n.startswith(q + ".") for q in trainable))
+        p.requires_grad_(_under(n, trainable))
         count += p.numel() if p.requires_grad else 0
     return count
 
