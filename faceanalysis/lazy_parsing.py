@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .config import PreprocessConfig
-from .tasks.parsing import CLASSES, ParsingMask
+from .tasks.parsing import CLASSES, ParsingMask, parsing_field
 
 
 class LazyParsingMask(ParsingMask):
@@ -28,7 +28,7 @@ class LazyParsingMask(ParsingMask):
         self._value: ParsingMask | None = None
         self._lock = threading.Lock()
         self.class_names = CLASSES
-        self.field = 1.0 if "parsing_wide" not in out else out["parsing_wide"].shape[-1] / out["parsing"].shape[-1]
+        self.field = parsing_field(maps)
 
     def _resolve(self) -> ParsingMask:
         if self._value is None:

@@ -31,7 +31,7 @@ class FaceModel(nn.Module):
             raise FaceAnalysisError("model config: parsing_field > 1 (the parsing context ring) needs parsing_stride 2")
         if cfg.parsing_field != 1.0:
             try:
-                ring_size(cfg.input_size // 2, cfg.parsing_field, 4)
+                ring_size(cfg.input_size // 2, cfg.parsing_field)
             except ValueError as e:
                 raise FaceAnalysisError(f"model config: {e}") from None
         self.cfg = cfg

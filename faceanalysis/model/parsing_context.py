@@ -17,7 +17,11 @@ from torch import nn
 from torch.nn import functional as F
 
 
-def ring_size(map_size: int, field: float, cell: int) -> int:
+#: map pixels per coarse cell of the ring (the crop's logits are pooled by this much)
+CELL = 4
+
+
+def ring_size(map_size: int, field: float, cell: int = CELL) -> int:
     """Map pixels of ring on each side for a ``map_size`` map widened to ``field`` x its side; raises ``ValueError``
     unless that is a whole number of ``cell``-pixel cells."""
     ring = (field - 1.0) / 2.0 * map_size
@@ -32,7 +36,7 @@ class ParsingContext(nn.Module):
     (``M = field * m``), whose centre ``m x m`` is the input unchanged."""
 
     def __init__(self, *, num_classes: int, embed_dim: int, map_size: int, grid: int, field: float, hidden: int = 32,
-                 cell: int = 4) -> None:
+                 cell: int = CELL) -> None:
         super().__init__()
         self.cell, self.grid = cell, grid  # grid: the face tokens' side (S / 16)
         self.ring = ring_size(map_size, field, cell)

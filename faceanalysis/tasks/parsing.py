@@ -139,6 +139,19 @@ def assign_sides(logits: np.ndarray, pre: PreprocessConfig, field: float = 1.0) 
     return out
 
 
+def _mirror_mask(mask: np.ndarray) -> np.ndarray:
+    """A class-id mask mirrored left-right, its l_ / r_ classes swapped (:data:`FLIP_PERM`); 255 stays 255."""
+    mask = mask[:, ::-1]
+    return np.where(mask == IGNORE, IGNORE, FLIP_PERM[np.minimum(mask, 18)]).astype(np.uint8)
+
+
+def parsing_field(out: dict[str, np.ndarray]) -> float:
+    """How many crop sides one face's parsing maps cover: the side of ``parsing_wide`` over that of ``parsing``
+    (``ModelConfig.parsing_field``), 1 without the context ring."""
+    wide = out.get("parsing_wide")
+    return 1.0 if wide is None else wide.shape[-1] / out["parsing"].shape[-1]
+
+
 def _argmax_warp(logits: np.ndarray, inverse: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Class ids on an output grid of ``size`` (W, H) whose pixel p reads the logit maps at ``inverse @ p``:
     each class's logits are warped bilinearly (smooth boundaries at the output resolution) and the running
@@ -234,16 +247,14 @@ class ParsingTask(Task):
         if "mask" in target:
             mask = align.warp_mask(target["mask"], geo.matrix, geo.size, fill=IGNORE)
             if geo.flip:
-                mask = mask[:, ::-1]
-                mask = np.where(mask == IGNORE, IGNORE, FLIP_PERM[np.minimum(mask, 18)]).astype(np.uint8)
+                mask = _mirror_mask(mask)
             out["mask"] = np.ascontiguousarray(mask)
             if self.field != 1.0:
                 r = self.ring_pixels(geo.size)
                 shift = np.array([[1.0, 0.0, r], [0.0, 1.0, r]])
                 wide = align.warp_mask(target["mask"], align.compose(shift, geo.matrix), geo.size + 2 * r, fill=IGNORE)
                 if geo.flip:  # the field is centred on the crop, so the crop's flip is the field's
-                    wide = wide[:, ::-1]
-                    wide = np.where(wide == IGNORE, IGNORE, FLIP_PERM[np.minimum(wide, 18)]).astype(np.uint8)
+                    wide = _mirror_mask(wide)
                 wide[r:r + geo.size, r:r + geo.size] = IGNORE
                 out["mask_wide"] = np.ascontiguousarray(wide)
         return out
@@ -368,7 +379,7 @@ class ParsingTask(Task):
         region is the field around the crop, so hair, neck and cloth beyond the crop are labelled too."""
         fine = out["parsing"]  # (19, m, m): m = S/2, or S with parsing_stride 1
         wide = out.get("parsing_wide")
-        field = 1.0 if wide is None else wide.shape[-1] / fine.shape[-1]
+        field = parsing_field(out)
         logits = assign_sides(fine if wide is None else wide, pre, field)
         s = pre.input_size
         ring = (field - 1.0) / 2.0 * s  # crop pixels the field adds on each side
