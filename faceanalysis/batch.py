@@ -64,7 +64,9 @@ def face_schema(embedding_dim: int = 128) -> "pa.Schema":
     ``bbox`` (4,) x0, y0, x1, y1; ``keypoints5`` (5, 2); ``landmarks`` (68, 2); ``crop_matrix`` (2, 3);
     ``attributes`` / ``expression_probs`` structs named like the model's classes; ``embedding``
     (``embedding_dim``,) float32, L2-normalised; ``parsing`` the class-id mask over ``box`` run-length encoded
-    row by row as ``[class id, count, ...]`` (``Face.to_dict`` format; class names in the footer metadata).
+    row by row as ``[class id, count, ...]`` (``Face.to_dict`` format; class names in the footer metadata) and
+    ``field``, the side of the square the mask covers in aligned-crop sides (1.5 with the parsing context ring); parts
+    written by earlier versions lack it and read back as 1.
     """
     pa = require_pyarrow()
     from .tasks.attributes import ATTRIBUTES
@@ -84,7 +86,8 @@ def face_schema(embedding_dim: int = 128) -> "pa.Schema":
         ("gender_label", pa.string()), ("expression", pa.string()),
         ("expression_probs", pa.struct([(e, f32) for e in EXPRESSIONS])),
         ("embedding", pa.list_(f32, embedding_dim)),
-        ("parsing", pa.struct([("box", pa.list_(i32, 4)), ("shape", pa.list_(i32, 2)), ("rle", pa.list_(i32))])),
+        ("parsing", pa.struct([("box", pa.list_(i32, 4)), ("shape", pa.list_(i32, 2)), ("rle", pa.list_(i32)),
+                               ("field", f32)])),
     ])
 
 
@@ -102,7 +105,8 @@ def _face_row(name: str, j: int, face: "Face", shape: tuple[int, int]) -> dict[s
             "landmarks": d["landmarks"], "yaw": pose.get("yaw"), "pitch": pose.get("pitch"), "roll": pose.get("roll"),
             "attributes": d["attributes"], "age": d["age"], "gender": d["gender"], "gender_label": d["gender_label"],
             "expression": d["expression"], "expression_probs": d["expression_probs"], "embedding": d["embedding"],
-            "parsing": None if p is None else {"box": p["box"], "shape": p["shape"], "rle": p["rle"]}}
+            "parsing": None if p is None else {"box": p["box"], "shape": p["shape"], "rle": p["rle"],
+                                               "field": p.get("field", 1.0)}}
 
 
 def image_table(name: str, faces: "list[Face] | None", schema: "pa.Schema", shape: tuple[int, int] | None = None,
@@ -127,6 +131,8 @@ def face_from_row(row: dict[str, Any]) -> "Face":
 
     p = row.get("parsing")
     pose = None if row.get("yaw") is None else {k: row[k] for k in ("yaw", "pitch", "roll")}
+    if p is not None and p.get("field") is None:
+        p = {k: v for k, v in p.items() if k != "field"}  # parts written before the column existed
     return Face.from_dict({**row, "pose": pose, "parsing": None if p is None else {**p, "class_names": list(CLASSES)}})
 
 

@@ -320,7 +320,8 @@ def train(cfg: TrainConfig, data_root: str | Path, out: str | Path, device: str 
     val_sources = {n: load_source(n, s, data_root) for n, s in cfg.val_sets.items()}
     say("train: " + ", ".join(f"{n}={len(s)}" for n, s in train_sources.items()))
     val = build_val(val_sources, tasks, pre, cfg.val_max, cfg.val_seed)
-    tasks = [_with_options(t.fit(train_sources), cfg.task_options.get(t.name, {})) for t in tasks]
+    # options first: a task's fit may read them (parsing's class-balance settings)
+    tasks = [_with_options(t, cfg.task_options.get(t.name, {})).fit(train_sources) for t in tasks]
 
     model = FaceModel(cfg.model).to(device)
     if cfg.init:
@@ -397,7 +398,7 @@ def train(cfg: TrainConfig, data_root: str | Path, out: str | Path, device: str 
 
 
 def _with_options(task: Task, options: dict[str, float]) -> Task:
-    """``task`` (a fitted copy) with the config's loss settings; unknown names are an error."""
+    """``task`` with the config's loss settings (a copy when ``task`` is the registry's); unknown names are an error."""
     import copy
 
     if not options:

@@ -16,7 +16,7 @@ import pytest
 
 from faceanalysis import FaceAnalysisError, FaceAnalyzer
 from faceanalysis import batch
-from faceanalysis.batch import analyze_to_parquet, face_schema, read_faces, read_manifest
+from faceanalysis.batch import analyze_to_parquet, face_from_row, face_schema, read_faces, read_manifest
 from faceanalysis.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +59,7 @@ def _assert_same_faces(a, b):
             assert abs(x.age - y.age) < 0.01 and abs(x.gender - y.gender) < 1e-3 and x.expression == y.expression
             assert max(abs(x.attributes[n] - y.attributes[n]) for n in x.attributes) < 1e-3
             assert x.parsing.box == y.parsing.box and (x.parsing.mask == y.parsing.mask).mean() > 0.999
+            assert x.parsing.field == y.parsing.field  # the ring's wider field survives the Parquet row
 
 
 def test_batch_equals_the_plain_loop(photos, tmp_path, onnx_analyzer):
@@ -79,6 +80,11 @@ def test_batch_equals_the_plain_loop(photos, tmp_path, onnx_analyzer):
     assert t.schema.remove_metadata() == face_schema(128)
     assert t.num_rows == s.faces == sum(map(len, ref.values()))
     assert t.column("embedding").type.list_size == 128 and t.column("parsing").null_count == 0
+    assert {p["field"] for p in t.column("parsing").to_pylist()} == {onnx_analyzer.config.model.parsing_field}
+    # a row of a part written before the field column existed reads back with field 1
+    row = dict(t.slice(0, 1).to_pylist()[0])
+    row["parsing"] = {k: v for k, v in row["parsing"].items() if k != "field"}
+    assert face_from_row(row).parsing.field == 1.0
     # the in-process path (workers=0) writes the same
     out0 = tmp_path / "faces0.parquet"
     analyze_to_parquet([photos], out0, onnx_analyzer, workers=0, progress=False)

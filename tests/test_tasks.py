@@ -301,6 +301,23 @@ def test_fit_returns_configured_copies_and_leaves_the_registry_alone():
     assert bare is not identity and bare.bank is None and "_memory" not in identity.__dict__
 
 
+def test_parsing_class_balance_settings_reach_the_fitted_weights():
+    """``task_options`` are applied before ``fit`` (the trainer's order), so ``balance_power`` / ``balance_max``
+    shape the class weights; the registry's task keeps its defaults."""
+    from faceanalysis.tasks.parsing import class_balance_weights
+    from faceanalysis.train import _with_options
+
+    rng = np.random.default_rng(3)
+    masks = [np.where(rng.random((32, 32)) < 0.002, 16, rng.integers(0, 3, (32, 32))).astype(np.uint8)
+             for _ in range(4)]
+    srcs = {"a": _Src(masks=masks)}
+    default = TASKS["parsing"].fit(srcs).class_weights.numpy()
+    strong = _with_options(TASKS["parsing"], {"balance_power": 1.0, "balance_max": 20.0}).fit(srcs)
+    np.testing.assert_allclose(strong.class_weights.numpy(), class_balance_weights(masks, 19, power=1.0, clip=(0.5, 20)))
+    assert strong.class_weights[16] > default[16] and default[16] <= 4.0
+    assert TASKS["parsing"].balance_power == 0.5 and TASKS["parsing"].balance_max == 4.0
+
+
 def test_identity_bank_term_is_zero_for_a_perfect_student_and_grows_with_error():
     import torch
 

@@ -326,3 +326,43 @@ def test_refit_head_changes_only_the_expression_layer(tiny_weights, data_root, t
     assert "| input |" in table and "| vote_weight 1 |" in table
     with pytest.raises(FaceAnalysisError, match="--vote-weights"):
         mod.main([str(tiny_weights), "--vote-weights", "2", "--data-root", str(data_root)])
+
+
+def test_refit_identity_head_changes_only_the_identity_head(tiny_weights, data_root, tmp_path, capsys):
+    """weights/refit_identity_head.py: every tensor outside heads.identity.mlp is the input's, the run is recorded
+    in the weights' extra, and the fit itself lowers the distillation loss it minimises."""
+    import importlib.util
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from faceanalysis import FaceAnalysisError
+    from faceanalysis.model.common import MLP
+    from faceanalysis.tasks import get_tasks
+
+    spec = importlib.util.spec_from_file_location(
+        "refit_identity_head", Path(__file__).resolve().parents[1] / "weights" / "refit_identity_head.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main([str(tiny_weights), "--limit", "40", "--epochs", "2", "--batch", "16",
+                     "--out-dir", str(tmp_path), "--data-root", str(data_root)]) == 0
+    before = load_file(str(tiny_weights))
+    path = tmp_path / f"{tiny_weights.stem}_idrefit.safetensors"
+    after = load_file(str(path))
+    assert set(after) == set(before)
+    assert all(k.startswith("heads.identity.mlp.") for k in after if not torch.equal(after[k], before[k]))
+    rec = read_config(path).extra["identity_head_refit"]
+    assert rec["mirror"] and rec["epoch"] in (0, 1, 2) and rec["train_views"] > 40
+    assert "| 0 (input)" in capsys.readouterr().out
+    # the fit: a head learns a fixed linear map to the targets
+    torch.manual_seed(0)
+    x = torch.randn(512, 16)
+    target = x @ torch.randn(16, 8)
+    mlp = MLP(16, 16, 8)
+    task = get_tasks(["identity"])[0].fit({})
+    losses = mod.fit_head(mlp, x, target, task, epochs=15, lr=1e-2, batch=64, l2=0.0)
+    assert losses[-1] < 0.5 * losses[0]
+    with pytest.raises(FaceAnalysisError, match="--epochs"):
+        mod.main([str(tiny_weights), "--epochs", "0", "--data-root", str(data_root)])
+    with pytest.raises(FaceAnalysisError, match="no such weights"):
+        mod.main([str(tmp_path / "missing.safetensors"), "--data-root", str(data_root)])

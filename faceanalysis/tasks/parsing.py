@@ -184,8 +184,11 @@ class ParsingTask(Task):
     optional_outputs = frozenset({"parsing_wide"})
     #: the parsing field (ModelConfig.parsing_field) the training targets are made for, set by :meth:`for_model`
     field = 1.0
-    #: cross-entropy class weights (softened median-frequency balancing), set by :meth:`fit`
+    #: cross-entropy class weights (softened median-frequency balancing), set by :meth:`fit` from the training
+    #: masks as ``clip((median_freq / freq) ** balance_power, 0.5, balance_max)``
     class_weights: torch.Tensor | None = None
+    balance_power = 0.5
+    balance_max = 4.0
     #: weight of the image-tag term (images without masks whose CelebA attributes say whether glasses, a hat,
     #: earrings or a necklace are worn; 0 = off) and how many of a class's most confident pixels it pools (counted
     #: on a 64x64 map; scaled with the map's area)
@@ -197,7 +200,8 @@ class ParsingTask(Task):
         if not masks:
             return self
         task = copy.copy(self)
-        task.class_weights = torch.from_numpy(class_balance_weights(masks, len(CLASSES)))
+        task.class_weights = torch.from_numpy(class_balance_weights(masks, len(CLASSES), power=self.balance_power,
+                                                                    clip=(0.5, self.balance_max)))
         return task
 
     def output_names(self, cfg: ModelConfig) -> list[str]:

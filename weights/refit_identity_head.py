@@ -1,0 +1,239 @@
+"""Refit the identity head on frozen features, with each training face seen as itself and as its mirror image:
+
+    python weights/refit_identity_head.py faceanalysis/assets/faceanalysis_s128.safetensors \
+        --data-root ../shared/data --threads 2
+
+The identity head is an MLP (``VectorHead``: the identity token joined with the mean of the face tokens, 384 -> 384
+-> 128) whose output, L2-normalised, is the embedding. During the training stages it chased features that moved
+under it (every task trains the shared encoder) and saw one randomly mirrored view per step. This script runs the
+frozen model once over the training splits that carry SFace teacher embeddings (UTKFace, CelebA, ``celeba_more``
+train; aligned crops, no other augmentation) and their mirror images, stores the head's inputs, and then fits the
+head alone on them with the identity task's own distillation loss (:meth:`IdentityTask.distillation_loss`: cosine
+to the teacher, the batch's relational term and the bank term over every training teacher embedding), the mirror
+view's target being the teacher embedding of the unmirrored face (a person's identity does not change in a
+mirror), from the trained weights with ``--l2`` pull toward them. AdamW, ``--epochs`` passes.
+
+Validation (never test): after each epoch, one-pass embeddings of the clean validation crops give the cosine to
+the teacher (UTKFace + CelebA val) and all-pairs verification on ``celeba_more`` val, 33 people who occur nowhere
+in training (best-threshold accuracy and TAR@FAR=1e-2, :func:`faceanalysis.tasks.identity._pair_metrics`, the
+trainer's validation metrics). The epoch with the highest unseen-people TAR@FAR=1e-2 is kept and written as
+``OUT_DIR/<stem>_idrefit.safetensors`` (fp16, config embedded, ``extra["identity_head_refit"]`` recording how);
+every other tensor is copied, so every other output is bit-identical. Prints a Markdown table of each epoch and
+writes it to ``OUT_DIR/<stem>_idrefit.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import faceanalysis._compat  # noqa: F401  (torch import order)
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from faceanalysis.config import PreprocessConfig
+from faceanalysis.data.batches import collate, make_sample
+from faceanalysis.data.sources import load_source
+from faceanalysis.errors import FaceAnalysisError, run_command
+from faceanalysis.model import FaceModel
+from faceanalysis.preprocess import to_tensor
+from faceanalysis.tasks import get_tasks
+from faceanalysis.tasks.identity import _pair_metrics
+from faceanalysis.train import _init_state_from
+from faceanalysis.weights import read_config, save_weights
+
+TRAIN = (("utkface", "train"), ("celeba_attr", "train"), ("celeba_more", "train"))
+VAL_TEACHER = (("utkface", "val"), ("celeba_attr", "val"))
+VAL_UNSEEN = ("celeba_more", "val")
+
+
+def crops_and_targets(src, pre: PreprocessConfig) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Aligned uint8 crops ``(N, S, S, 3)`` of every image of ``src`` (no augmentation) and their identity targets
+    (``embedding`` (N, 128), NaN rows where the teacher failed; ``label`` (N,), NaN where unknown)."""
+    tasks = get_tasks(["identity"])
+    samples = [make_sample(src, i, tasks, pre, None, None)
+               for i in tqdm(range(len(src)), desc=f"crops {src.name}", leave=False, mininterval=2)]
+    crops, targets = collate(samples, tasks)
+    return crops, targets["identity"]
+
+
+def head_inputs(model: FaceModel, crops: np.ndarray, pre: PreprocessConfig, flip: bool = False,
+                batch: int = 128) -> np.ndarray:
+    """``(N, 2 * D)`` inputs of the identity head's MLP (identity token and mean face token) for uint8 crops;
+    ``flip``: of their mirror images."""
+    mlp = model.heads["identity"].mlp
+    got: list[torch.Tensor] = []
+    hook = mlp.register_forward_pre_hook(lambda m, inp: got.append(inp[0].detach().float()))
+    try:
+        with torch.no_grad():
+            for i in tqdm(range(0, len(crops), batch), desc="features" + (" (mirrored)" if flip else ""),
+                          leave=False, mininterval=5):
+                x = to_tensor(crops[i:i + batch], pre)
+                model(torch.flip(x, dims=[-1]) if flip else x, tasks=["identity"], raw=True)
+    finally:
+        hook.remove()
+    return torch.cat(got).numpy()
+
+
+def embed(mlp: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    """L2-normalised embeddings ``(N, E)`` of head inputs ``x``."""
+    with torch.no_grad():
+        return torch.nn.functional.normalize(mlp(torch.from_numpy(x)), dim=-1).numpy()
+
+
+def validate(mlp: torch.nn.Module, val: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]) -> dict[str, float]:
+    """Teacher cosine on the teacher-labelled validation sets and unseen-people verification on ``celeba_more``."""
+    out: dict[str, float] = {}
+    cos = []
+    for name, (x, t) in val.items():
+        e = embed(mlp, x)
+        if name == VAL_UNSEEN[0]:
+            m = _pair_metrics(e, t["label"])
+            out["unseen_pair_acc"], out["unseen_tar_far1e-2"] = m["pair_acc"], m["tar_far1e-2"]
+            continue
+        keep = np.isfinite(t["embedding"]).all(1)
+        te = t["embedding"][keep] / np.linalg.norm(t["embedding"][keep], axis=1, keepdims=True)
+        cos.append((e[keep] * te).sum(1))
+    out["teacher_cos"] = float(np.concatenate(cos).mean())
+    return out
+
+
+def fit_head(mlp: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, task, *, epochs: int, lr: float,
+             batch: int, l2: float, on_epoch=None) -> list[float]:
+    """Fit ``mlp`` (in place) on head inputs ``x`` (N, H) to teacher embeddings ``target`` (N, E) with ``task``'s
+    distillation loss plus ``l2`` x the squared distance to the starting weights; AdamW with a one-cycle schedule
+    peaking at ``lr``. Calls ``on_epoch(epoch, mean_loss)`` after each epoch (the head in eval mode); returns the
+    epochs' mean losses."""
+    init = {k: v.detach().clone() for k, v in mlp.state_dict().items()}
+    opt = torch.optim.AdamW(mlp.parameters(), lr=lr, weight_decay=0.0)
+    n = len(x)
+    per_epoch = max(1, n // batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * per_epoch, pct_start=0.1)
+    means = []
+    for ep in range(1, epochs + 1):
+        mlp.train()
+        perm = torch.randperm(n)
+        losses = []
+        for i in tqdm(range(per_epoch), desc=f"epoch {ep}", leave=False, mininterval=5):
+            idx = perm[i * batch:(i + 1) * batch]
+            loss = task.distillation_loss({"embedding": mlp(x[idx])}, {"embedding": target[idx]})
+            pull = sum(((p - init[k]) ** 2).sum() for k, p in mlp.named_parameters())
+            opt.zero_grad()
+            (loss + l2 * pull).backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+        mlp.eval()
+        means.append(float(np.mean(losses)))
+        if on_epoch is not None:
+            on_epoch(ep, means[-1])
+    return means
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("weights", type=Path, help="a weights file (safetensors, config embedded)")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--l2", type=float, default=1e-2, help="pull toward the trained head (default 1e-2)")
+    p.add_argument("--no-mirror", action="store_true", help="clean crops only (the ablation)")
+    p.add_argument("--out-dir", type=Path, default=None, help="default: next to WEIGHTS")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images of each split (quick checks)")
+    p.add_argument("--data-root", default="../shared/data")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    if not a.weights.is_file():
+        raise FaceAnalysisError(f"{a.weights}: no such weights file")
+    if a.epochs < 1 or a.batch < 2 or a.lr <= 0 or a.l2 < 0:
+        raise FaceAnalysisError("--epochs >= 1, --batch >= 2, --lr > 0 and --l2 >= 0, please")
+    if a.limit is not None and a.limit < 20:
+        raise FaceAnalysisError(f"--limit {a.limit}: give at least 20 images")
+    cfg = read_config(a.weights)
+    if "identity" not in cfg.model.tasks:
+        raise FaceAnalysisError(f"{a.weights} has no identity head")
+    model = FaceModel(cfg.model)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    _init_state_from(state, a.weights)
+    model.load_state_dict(state)
+    model.eval()
+    pre = PreprocessConfig(input_size=cfg.model.input_size)
+
+    def load(name: str, split: str):
+        src = load_source(name, split, a.data_root)
+        return src.subset(np.arange(min(a.limit, len(src)))) if a.limit is not None else src
+
+    t0 = time.time()
+    xs, ts = [], []
+    for name, split in TRAIN:
+        crops, t = crops_and_targets(load(name, split), pre)
+        keep = np.isfinite(t["embedding"]).all(1)
+        if not keep.any():
+            continue
+        crops, t = crops[keep], {k: v[keep] for k, v in t.items()}
+        views = [False] if a.no_mirror else [False, True]
+        for flip in views:
+            xs.append(head_inputs(model, crops, pre, flip))
+            ts.append(t["embedding"])
+        print(f"{name}/{split}: {int(keep.sum())} faces with a teacher embedding, {len(views)} view(s), "
+              f"{time.time() - t0:.0f} s", file=sys.stderr)
+    if not xs:
+        raise FaceAnalysisError("no training face has a teacher embedding")
+    x_train = torch.from_numpy(np.concatenate(xs))
+    t_train = torch.from_numpy(np.concatenate(ts).astype(np.float32))
+    val = {}
+    for name, split in (*VAL_TEACHER, VAL_UNSEEN):
+        crops, t = crops_and_targets(load(name, split), pre)
+        val[name] = (head_inputs(model, crops, pre), t)
+    feat_s = time.time() - t0
+
+    task = get_tasks(["identity"])[0]
+    # the bank term's anchors: every training face's teacher embedding once (the mirror views share them)
+    task = task.fit({"train": SimpleNamespace(targets={"identity": {"embedding": np.unique(t_train.numpy(), axis=0)}})})
+    mlp = copy.deepcopy(model.heads["identity"].mlp).float()
+    rows = [{"epoch": 0, **validate(mlp, val)}]
+    best = [rows[0]["unseen_tar_far1e-2"], copy.deepcopy(mlp.state_dict()), 0]
+
+    def on_epoch(ep: int, loss: float) -> None:
+        r = {"epoch": ep, "train_loss": loss, **validate(mlp, val)}
+        rows.append(r)
+        print(json.dumps(r), file=sys.stderr)
+        if r["unseen_tar_far1e-2"] > best[0]:
+            best[:] = [r["unseen_tar_far1e-2"], copy.deepcopy(mlp.state_dict()), ep]
+
+    fit_head(mlp, x_train, t_train, task, epochs=a.epochs, lr=a.lr, batch=a.batch, l2=a.l2, on_epoch=on_epoch)
+    fit_s = time.time() - t0 - feat_s
+
+    refit = FaceModel(cfg.model)
+    refit.load_state_dict(model.state_dict())
+    refit.heads["identity"].mlp.load_state_dict(best[1])
+    extra = dict(cfg.extra)
+    extra["identity_head_refit"] = {
+        "from": str(a.weights), "epoch": best[2], "epochs": a.epochs, "lr": a.lr, "l2": a.l2, "batch": a.batch,
+        "mirror": not a.no_mirror, "train": [f"{n}/{s}" for n, s in TRAIN], "train_views": len(x_train),
+        "validation": rows[best[2]], "input_validation": rows[0]}
+    out_dir = a.out_dir or a.weights.parent
+    path = out_dir / f"{a.weights.stem}_idrefit.safetensors"
+    save_weights(refit, dataclasses.replace(cfg, extra=extra), path)
+    print(f"wrote {path} (epoch {best[2]}); features {feat_s:.0f} s, fit {fit_s:.0f} s", file=sys.stderr)
+    print("| epoch | teacher cosine, UTKFace + CelebA val | unseen celeba_more pairs: accuracy (%) | TAR@FAR=1e-2 (%) |")
+    print("|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['epoch']}{' (input)' if r['epoch'] == 0 else ''}{' (kept)' if r['epoch'] == best[2] else ''} "
+              f"| {r['teacher_cos']:.4f} | {r['unseen_pair_acc']:.2f} | {r['unseen_tar_far1e-2']:.2f} |")
+    (out_dir / f"{a.weights.stem}_idrefit.json").write_text(json.dumps(
+        {"rows": rows, "kept_epoch": best[2], "features_s": feat_s, "fit_s": fit_s}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_command("refit_identity_head", main))
