@@ -45,8 +45,7 @@ from faceanalysis.model import FaceModel
 from faceanalysis.preprocess import to_tensor
 from faceanalysis.tasks import get_tasks
 from faceanalysis.tasks.identity import _pair_metrics
-from faceanalysis.train import _init_state_from
-from faceanalysis.weights import read_config, save_weights
+from faceanalysis.weights import load_model, save_weights
 
 TRAIN = (("utkface", "train"), ("celeba_attr", "train"), ("celeba_more", "train"))
 VAL_TEACHER = (("utkface", "val"), ("celeba_attr", "val"))
@@ -158,14 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         raise FaceAnalysisError("--epochs >= 1, --batch >= 2, --lr > 0 and --l2 >= 0, please")
     if a.limit is not None and a.limit < 20:
         raise FaceAnalysisError(f"--limit {a.limit}: give at least 20 images")
-    cfg = read_config(a.weights)
+    model, cfg = load_model(a.weights)
     if "identity" not in cfg.model.tasks:
         raise FaceAnalysisError(f"{a.weights} has no identity head")
-    model = FaceModel(cfg.model)
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    _init_state_from(state, a.weights)
-    model.load_state_dict(state)
-    model.eval()
     pre = PreprocessConfig(input_size=cfg.model.input_size)
 
     def load(name: str, split: str):
