@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():
         ya, yb = ma(x), mb(x)
     differ = sorted(k for k in ya if k in yb and not torch.equal(ya[k], yb[k]))
-    bad = [k for k in differ if k not in allowed] + sorted(set(ya) ^ set(yb) - allowed)
+    bad = [k for k in differ if k not in allowed] + sorted((set(ya) ^ set(yb)) - allowed)
     print(f"outputs on {len(crops)} validation crops: changed {differ or 'none'}; outside {sorted(allowed)}: "
           f"{bad or 'none'}")
     ok = not outside and not bad

@@ -197,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|" + "---|" * len(names))
     for key, label, higher in HEADLINE:
         vals = [results[n].get(key) for n in names]
+        if all(v is None for v in vals):
+            continue  # a stage validated on some tasks only (e.g. parsing masks alone)
         best = (max if higher else min)(v for v in vals if v is not None)
         cells = [("-" if v is None else (f"**{v:g}**" if v == best else f"{v:g}")) for v in vals]
         print(f"| {label} | " + " | ".join(cells) + " |")
