@@ -22,6 +22,21 @@ def _installed(module: str) -> bool:
         return False
 
 
+def exit_without_torch(prog: str) -> None:
+    """For scripts outside the CLI that need torch (``weights/*.py``): when torch or timm is missing, print the
+    :func:`require_torch` message as one line (``prog: error: ...``, as :func:`~faceanalysis.errors.run_command`
+    does) and exit with status 2 instead of failing at ``import torch`` with a traceback."""
+    import sys
+
+    from .errors import FaceAnalysisError
+
+    try:
+        require_torch(prog)
+    except FaceAnalysisError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def torch_available() -> bool:
     """True when torch and timm are installed (checked without importing them)."""
     return all(_installed(m) for m in ("torch", "timm"))

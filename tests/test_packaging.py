@@ -115,6 +115,17 @@ def test_torch_backend_without_torch_names_the_extra(tmp_path):
     assert train.returncode == 2 and "faceanalysis[torch]" in train.stderr and "Traceback" not in train.stderr
 
 
+def test_weights_scripts_without_torch_say_so_in_one_line(tmp_path):
+    """The developer scripts in weights/ need torch; without it they print the extra to install, not a traceback."""
+    for script in ("check_frozen", "parsing_val", "refit_head", "refit_identity_head", "select_candidate"):
+        path = REPO / "weights" / f"{script}.py"
+        r = _python(NO_TORCH + f"import runpy, sys\nsys.argv = [{str(path)!r}, '--help']\n"
+                    f"runpy.run_path({str(path)!r}, run_name='__main__')\n", tmp_path)
+        assert r.returncode == 2, (script, r.stderr)
+        assert r.stderr.startswith(f"{script}: error:") and "faceanalysis[torch]" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+
+
 def test_export_without_torch_names_the_export_extra_first(tmp_path, monkeypatch, capsys):
     """Without torch, ``faceanalysis export`` fails up front: before its option checks (a missing --calib-data),
     warnings or "exporting ..." lines, and before the output folder is created; the hint is the export extra."""

@@ -1,4 +1,4 @@
-"""Check that a candidate changed only what its stage trained (a selection rule's "other outputs bit-identical"):
+"""Check that a candidate changed only what its stage trained (a selection rule's "other outputs bit-identical").
 
     python weights/check_frozen.py REF CAND --prefix heads.parsing --outputs parsing,parsing_wide
 
@@ -13,13 +13,17 @@ import argparse
 import sys
 from pathlib import Path
 
-import faceanalysis._compat  # noqa: F401  (torch import order)
+from faceanalysis._lazy import exit_without_torch
+
+exit_without_torch("check_frozen")  # one line, not a traceback, without torch
+
+import faceanalysis._compat  # noqa: F401, E402  (torch import order)
 import numpy as np
 import torch
 from safetensors.torch import load_file
 
 from faceanalysis.config import PreprocessConfig
-from faceanalysis.data.sources import load_source
+from faceanalysis.data.sources import default_data_root, load_source
 from faceanalysis.errors import FaceAnalysisError, run_command
 from faceanalysis.preprocess import crop_faces, to_tensor
 from faceanalysis.weights import load_model
@@ -28,13 +32,13 @@ SPLITS = (("celebamask_mini", "val"), ("fer2013", "PublicTest"), ("celeba_more",
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("ref", type=Path)
-    p.add_argument("cand", type=Path)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("ref", type=Path, help="the weights the stage started from (safetensors)")
+    p.add_argument("cand", type=Path, help="the stage's candidate weights")
     p.add_argument("--prefix", required=True, help="comma-separated parameter-name prefixes the stage trained")
     p.add_argument("--outputs", default="", help="comma-separated outputs allowed to change")
-    p.add_argument("--per-split", type=int, default=60, help="crops per validation split (default 60)")
-    p.add_argument("--data-root", default="../shared/data")
+    p.add_argument("--per-split", type=int, default=60, help="crops per validation split")
+    p.add_argument("--data-root", default=str(default_data_root()), help="the data pack")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)

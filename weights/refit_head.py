@@ -26,7 +26,11 @@ import json
 import sys
 from pathlib import Path
 
-import faceanalysis._compat  # noqa: F401  (torch import order)
+from faceanalysis._lazy import exit_without_torch
+
+exit_without_torch("refit_head")  # one line, not a traceback, without torch
+
+import faceanalysis._compat  # noqa: F401, E402  (torch import order)
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -38,8 +42,7 @@ from faceanalysis.errors import FaceAnalysisError, run_command
 from faceanalysis.model import FaceModel
 from faceanalysis.preprocess import to_tensor
 from faceanalysis.tasks import get_tasks
-from faceanalysis.train import _init_state_from
-from faceanalysis.weights import read_config, save_weights
+from faceanalysis.weights import load_model, save_weights
 
 
 def _crops_and_targets(src, pre: PreprocessConfig) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -118,14 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         raise FaceAnalysisError(f"--vote-weights {a.vote_weights!r}: expected numbers between 0 and 1, e.g. 0.5,0.6")
     if not a.weights.is_file():
         raise FaceAnalysisError(f"{a.weights}: no such weights file")
-    cfg = read_config(a.weights)
+    model, cfg = load_model(a.weights)
     if "expression" not in cfg.model.tasks:
         raise FaceAnalysisError(f"{a.weights} has no expression head")
-    model = FaceModel(cfg.model)
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    _init_state_from(state, a.weights)
-    model.load_state_dict(state)
-    model.eval()
     pre = PreprocessConfig(input_size=cfg.model.input_size)
 
     if a.limit is not None and a.limit < 10:

@@ -1,4 +1,4 @@
-"""Refit the identity head on frozen features, with each training face seen as itself and as its mirror image:
+"""Refit the identity head on frozen features, each training face seen as itself and as its mirror image.
 
     python weights/refit_identity_head.py faceanalysis/assets/faceanalysis_s128.safetensors \
         --data-root ../shared/data --threads 2
@@ -32,14 +32,18 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import faceanalysis._compat  # noqa: F401  (torch import order)
+from faceanalysis._lazy import exit_without_torch
+
+exit_without_torch("refit_identity_head")  # one line, not a traceback, without torch
+
+import faceanalysis._compat  # noqa: F401, E402  (torch import order)
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from faceanalysis.config import PreprocessConfig
 from faceanalysis.data.batches import collate, make_sample
-from faceanalysis.data.sources import load_source
+from faceanalysis.data.sources import default_data_root, load_source
 from faceanalysis.errors import FaceAnalysisError, run_command
 from faceanalysis.model import FaceModel
 from faceanalysis.preprocess import to_tensor
@@ -136,18 +140,18 @@ def fit_head(mlp: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, task, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("weights", type=Path, help="a weights file (safetensors, config embedded)")
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--l2", type=float, default=1e-2, help="pull toward the trained head (default 1e-2)")
+    p.add_argument("--epochs", type=int, default=8, help="passes over the cached training views")
+    p.add_argument("--lr", type=float, default=3e-4, help="AdamW peak learning rate (one-cycle)")
+    p.add_argument("--batch", type=int, default=256, help="views per step")
+    p.add_argument("--l2", type=float, default=1e-2, help="pull toward the trained head")
     p.add_argument("--no-mirror", action="store_true", help="clean crops only (the ablation)")
     p.add_argument("--out-dir", type=Path, default=None, help="default: next to WEIGHTS")
     p.add_argument("--limit", type=int, default=None, help="only the first N images of each split (quick checks)")
-    p.add_argument("--data-root", default="../shared/data")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-root", default=str(default_data_root()), help="the data pack")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--seed", type=int, default=0, help="shuffling seed")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)

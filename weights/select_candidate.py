@@ -28,7 +28,11 @@ import json
 import sys
 from pathlib import Path
 
-import faceanalysis._compat  # noqa: F401  (torch import order)
+from faceanalysis._lazy import exit_without_torch
+
+exit_without_torch("select_candidate")  # one line, not a traceback, without torch
+
+import faceanalysis._compat  # noqa: F401, E402  (torch import order)
 import torch
 
 from faceanalysis.config import FaceAnalysisConfig, PreprocessConfig
