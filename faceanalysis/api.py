@@ -87,7 +87,7 @@ class Face:
             landmarks=None if d.get("landmarks") is None else np.array(d["landmarks"], np.float32),
             pose=None if pose is None else (pose["yaw"], pose["pitch"], pose["roll"]),
             parsing=None if p is None else ParsingMask(_rle_decode(p["rle"], tuple(p["shape"])), tuple(p["box"]),
-                                                       tuple(p["class_names"]), float(p.get("field", 1.0))),
+                                                       tuple(p["class_names"]), float(p.get("field") or 1.0)),
             attributes=d.get("attributes"), age=d.get("age"), gender=d.get("gender"),
             expression=d.get("expression"), expression_probs=d.get("expression_probs"),
             embedding=None if d.get("embedding") is None else np.array(d["embedding"], np.float32),

@@ -131,8 +131,6 @@ def face_from_row(row: dict[str, Any]) -> "Face":
 
     p = row.get("parsing")
     pose = None if row.get("yaw") is None else {k: row[k] for k in ("yaw", "pitch", "roll")}
-    if p is not None and p.get("field") is None:
-        p = {k: v for k, v in p.items() if k != "field"}  # parts written before the column existed
     return Face.from_dict({**row, "pose": pose, "parsing": None if p is None else {**p, "class_names": list(CLASSES)}})
 
 

@@ -26,6 +26,7 @@ from faceanalysis.config import PreprocessConfig
 from faceanalysis.data.sources import default_data_root, load_source
 from faceanalysis.errors import FaceAnalysisError, run_command
 from faceanalysis.preprocess import crop_faces, to_tensor
+from faceanalysis.train import _under
 from faceanalysis.weights import load_model
 
 SPLITS = (("celebamask_mini", "val"), ("fer2013", "PublicTest"), ("celeba_more", "val"))
@@ -47,12 +48,11 @@ def main(argv: list[str] | None = None) -> int:
             raise FaceAnalysisError(f"{path}: no such weights file")
     prefixes = tuple(x.strip() for x in a.prefix.split(",") if x.strip())
     allowed = {x.strip() for x in a.outputs.split(",") if x.strip()}
-    under = lambda k: any(k == q or k.startswith(q + ".") for q in prefixes)  # noqa: E731
     ra, rb = load_file(str(a.ref)), load_file(str(a.cand))
     new = sorted(set(rb) - set(ra))
     missing = sorted(set(ra) - set(rb))
     changed = sorted(k for k in ra if k in rb and not torch.equal(ra[k], rb[k]))
-    outside = [k for k in changed + new if not under(k)] + missing
+    outside = [k for k in changed + new if not _under(k, prefixes)] + missing
     print(f"tensors: {len(changed)} changed, {len(new)} new, {len(missing)} missing; outside {list(prefixes)}: "
           f"{outside or 'none'}")
     (ma, _), (mb, _) = load_model(a.ref), load_model(a.cand)
