@@ -1,6 +1,7 @@
-"""What a parsing-head change costs, in one run: the full-resolution maps (``ModelConfig.parsing_stride`` 1, the
-parsing refiner; ``benchmarks/parsing_cost_refiner.md``) or the context ring (``ModelConfig.parsing_field`` > 1;
-``benchmarks/parsing_cost_ring.md``):
+"""What a model change costs, in one run: the full-resolution parsing maps (``ModelConfig.parsing_stride`` 1, the
+parsing refiner; ``benchmarks/parsing_cost_refiner.md``), the parsing context ring (``ModelConfig.parsing_field`` > 1;
+``benchmarks/parsing_cost_ring.md``) or the identity branch (``ModelConfig.identity_branch`` > 0;
+``benchmarks/identity_branch_cost.md``):
 
     python benchmarks/parsing_cost.py --before OLD.safetensors --before-tflite OLD.int8.tflite \
         [--after faceanalysis/assets/faceanalysis_s128.safetensors] [--after-tflite weights/export/...int8.tflite] \
@@ -82,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     rows["parsing stride (map side per 128 px crop)"] = [
         f"{m[1].model.parsing_stride} ({s // m[1].model.parsing_stride})" for m in models]
     rows["parsing field (crop sides)"] = [f"{m[1].model.parsing_field:g}" for m in models]
+    rows["identity branch (encoder blocks + decoder copied)"] = [
+        f"{m[1].model.identity_branch} + decoder" if m[1].model.identity_branch else "none" for m in models]
     n_params = [sum(p.numel() for p in m[0].parameters()) for m in models]
     rows["parameters (M)"] = [f"{n / 1e6:.4f}" for n in n_params]
     g = [_gmacs(m[0], s) for m in models]
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     rows["parsing outputs per face (floats)"] = [f"{p:,}" for p in par]
     ratios["parsing outputs per face (floats)"] = par[1] / par[0]
     rows["int8 TFLite size (MB)"] = [f"{Path(p).stat().st_size / 1e6:.2f}" for p in (args.before_tflite, args.after_tflite)]
-    lines = ["# What the parsing change costs\n",
+    lines = ["# What the model change costs\n",
              f"`python benchmarks/parsing_cost.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
              f"({os.cpu_count()} CPUs; the two models timed alternately, "
              f"{args.rounds} rounds of 5 calls each, medians; 1-minute load average at the end "

@@ -61,6 +61,9 @@ class ModelConfig:
     #: ParsingContext ring (``parsing_wide``: hair, neck and cloth beyond the crop, which the full-image
     #: CelebAMask metric counts); the ring, (field - 1) / 2 x S / 2 map pixels, must be a multiple of 4
     parsing_field: float = 1.0
+    #: > 0: identity reads its own copy of the encoder's last ``identity_branch`` ViT blocks (with the final norm)
+    #: and of the two-way decoder (``model/identity_branch.py``); 0: identity shares every layer with the other tasks
+    identity_branch: int = 0
     embedding_dim: int = 128
     age_bins: int = 101  # ages 0..100
     tasks: tuple[str, ...] = ("parsing", "landmarks", "pose", "attributes", "expression", "identity")
@@ -77,13 +80,16 @@ class FaceAnalysisConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # training command, metrics, ...
 
     def to_json(self) -> str:
-        """JSON of every field, but ``parsing_stride`` / ``parsing_field`` only when they are not the defaults 2 /
-        1.0: weights without the parsing refiner or context ring stay readable by releases that predate the fields."""
+        """JSON of every field, but ``parsing_stride`` / ``parsing_field`` / ``identity_branch`` only when they are not
+        the defaults 2 / 1.0 / 0: weights without the parsing refiner, context ring or identity branch stay readable by
+        releases that predate the fields."""
         d = dataclasses.asdict(self)
         if d["model"]["parsing_stride"] == 2:
             del d["model"]["parsing_stride"]
         if d["model"]["parsing_field"] == 1.0:
             del d["model"]["parsing_field"]
+        if d["model"]["identity_branch"] == 0:
+            del d["model"]["identity_branch"]
         return json.dumps(d, sort_keys=True)
 
     @classmethod

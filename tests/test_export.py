@@ -481,3 +481,31 @@ def test_parsing_context_ring_exports_to_every_format(tmp_path, tiny_inputs, fac
     a, b = (p.full(face_photo.shape[:2]) for p in (pa, pb))
     assert (a == b).mean() > 0.99
     assert dataclasses.asdict(read_config(weights).model)["parsing_field"] == 1.5
+
+
+def test_identity_branch_exports_with_parity(tmp_path, tiny_inputs):
+    """Weights with an identity branch (``identity_branch`` 1, moved away from the shared layers) export to ONNX and
+    TFLite; the exported embedding matches torch's, and so do the shared layers' outputs."""
+    import torch
+
+    from faceanalysis.config import FaceAnalysisConfig, ModelConfig, PreprocessConfig
+    from faceanalysis.export.runners import OnnxRunner, load_runner
+    from faceanalysis.model import FaceModel
+    from faceanalysis.weights import save_weights
+
+    from conftest import TINY
+
+    torch.manual_seed(7)
+    cfg = FaceAnalysisConfig(model=ModelConfig(**TINY, identity_branch=1),
+                             preprocess=PreprocessConfig(input_size=TINY["input_size"]))
+    model = FaceModel(cfg.model).eval()
+    weights = save_weights(model, cfg, tmp_path / "branch.safetensors")
+    x = tiny_inputs[1][:2]
+    model, _ = load_model(weights)
+    ref = torch_reference(model, x)
+    onnx = export_artifact("onnx", "fp32", weights, tmp_path / "onnx", parity_x=tiny_inputs[1])
+    got = OnnxRunner(onnx)(x)
+    for name in ("embedding", "landmarks", "pose"):
+        np.testing.assert_allclose(got[name], ref[name], atol=1e-3)
+    tfl = export_artifact("tflite", "fp32", weights, tmp_path / "tfl", parity_x=tiny_inputs[1])
+    np.testing.assert_allclose(load_runner("tflite", tfl)(x)["embedding"], ref["embedding"], atol=1e-3)

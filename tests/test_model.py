@@ -159,3 +159,44 @@ def test_refiner_on_masked_rows_only_matches_the_full_pass(tiny_model, batch):
     assert "parsing_fine" not in none and none["parsing"].shape[-1] == s // 2
     with pytest.raises(FaceAnalysisError, match="full-resolution maps for 1 masked rows"):
         task.mask_loss({"parsing_fine": full["parsing"]}, target)
+
+
+def test_identity_branch_grows_the_model_without_changing_what_it_computes(tiny_model, batch):
+    """identity_branch k copies the encoder's last k blocks, its final norm and the decoder for identity alone. Grown
+    from weights without it (grow_identity_branch), every output is bit-identical; once the branch moves, only the
+    embedding does; identity alone gives what the full pass gives; bad configs raise FaceAnalysisError; weights without
+    a branch do not name the field."""
+    import dataclasses
+
+    from faceanalysis import FaceAnalysisError
+    from faceanalysis.config import FaceAnalysisConfig
+
+    grown = FaceModel(dataclasses.replace(tiny_model.cfg, identity_branch=1)).eval()
+    missing, unexpected = grown.load_state_dict(tiny_model.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("identity_branch.") for k in missing)
+    grown.grow_identity_branch()
+    with torch.no_grad():
+        before, after = tiny_model(batch), grown(batch)
+    assert set(after) == set(before)
+    for k in before:
+        assert torch.equal(after[k], before[k]), k
+    with torch.no_grad():
+        for p in grown.identity_branch.blocks.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        moved = grown(batch)
+        alone = grown(batch, tasks=["identity"])
+    assert not torch.allclose(moved["embedding"], before["embedding"], atol=1e-3)
+    torch.testing.assert_close(alone["embedding"], moved["embedding"])
+    for k in before:
+        if k != "embedding":
+            assert torch.equal(moved[k], before[k]), k
+    for bad in (-1, tiny_model.cfg.depth + 1):
+        with pytest.raises(FaceAnalysisError, match="identity_branch"):
+            FaceModel(dataclasses.replace(tiny_model.cfg, identity_branch=bad))
+    with pytest.raises(FaceAnalysisError, match="identity task"):
+        FaceModel(dataclasses.replace(tiny_model.cfg, identity_branch=1, tasks=("parsing", "landmarks")))
+    with pytest.raises(FaceAnalysisError, match="no identity branch"):
+        FaceModel(tiny_model.cfg).grow_identity_branch()
+    plain, forked = FaceAnalysisConfig(), FaceAnalysisConfig(model=grown.cfg)
+    assert "identity_branch" not in plain.to_json() and '"identity_branch": 1' in forked.to_json()
+    assert FaceAnalysisConfig.from_json(forked.to_json()).model.identity_branch == 1

@@ -366,3 +366,36 @@ def test_refit_identity_head_changes_only_the_identity_head(tiny_weights, data_r
         mod.main([str(tiny_weights), "--epochs", "0", "--data-root", str(data_root)])
     with pytest.raises(FaceAnalysisError, match="no such weights"):
         mod.main([str(tmp_path / "missing.safetensors"), "--data-root", str(data_root)])
+    with pytest.raises(FaceAnalysisError, match="--branch"):
+        mod.main([str(tiny_weights), "--branch", "9", "--data-root", str(data_root)])
+
+
+def test_refit_identity_branch_grows_and_fits_only_the_branch(tiny_weights, data_root, tmp_path):
+    """refit_identity_head.py --branch 1: the weights gain an identity branch (ModelConfig.identity_branch 1), the fit
+    changes only the branch and the identity head, and every other output stays bit-identical to the input's."""
+    import importlib.util
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from faceanalysis.weights import load_model
+
+    spec = importlib.util.spec_from_file_location(
+        "refit_identity_head", Path(__file__).resolve().parents[1] / "weights" / "refit_identity_head.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    # lr high enough that an epoch moves the branch, so the kept epoch is one the fit made (or the input: epoch 0)
+    assert mod.main([str(tiny_weights), "--branch", "1", "--limit", "40", "--epochs", "2", "--batch", "16",
+                     "--lr", "1e-3", "--out-dir", str(tmp_path), "--data-root", str(data_root)]) == 0
+    path = tmp_path / f"{tiny_weights.stem}_idbranch.safetensors"
+    before, after = load_file(str(tiny_weights)), load_file(str(path))
+    assert set(before) < set(after) and all(k.startswith("identity_branch.") for k in set(after) - set(before))
+    assert all(torch.equal(after[k], before[k]) for k in before if not k.startswith("heads.identity."))
+    cfg = read_config(path)
+    assert cfg.model.identity_branch == 1 and cfg.extra["identity_branch_refit"]["branch"] == 1
+    old, _ = load_model(tiny_weights)
+    new, _ = load_model(path)
+    x = torch.randn(2, 3, old.cfg.input_size, old.cfg.input_size)
+    with torch.no_grad():
+        a, b = old(x), new(x)
+    assert all(torch.equal(a[k], b[k]) for k in a if k != "embedding")

@@ -47,7 +47,7 @@ from faceanalysis.data.sources import default_data_root, load_source
 from faceanalysis.errors import FaceAnalysisError, run_command
 from faceanalysis.model import FaceModel
 from faceanalysis.preprocess import to_tensor
-from faceanalysis.tasks import get_tasks
+from faceanalysis.tasks import HeadInputs, get_tasks
 from faceanalysis.tasks.identity import _pair_metrics
 from faceanalysis.weights import load_model, save_weights
 
@@ -84,10 +84,42 @@ def head_inputs(model: FaceModel, crops: np.ndarray, pre: PreprocessConfig, flip
     return torch.cat(got).numpy()
 
 
-def embed(mlp: torch.nn.Module, x: np.ndarray) -> np.ndarray:
-    """L2-normalised embeddings ``(N, E)`` of head inputs ``x``."""
+def branch_inputs(model: FaceModel, crops: np.ndarray, pre: PreprocessConfig, flip: bool = False,
+                  batch: int = 128) -> np.ndarray:
+    """``(N, T, D)`` float16 face tokens where the identity branch forks off the shared encoder (``--branch``), for
+    uint8 crops; ``flip``: of their mirror images."""
+    got: list[np.ndarray] = []
     with torch.no_grad():
-        return torch.nn.functional.normalize(mlp(torch.from_numpy(x)), dim=-1).numpy()
+        for i in tqdm(range(0, len(crops), batch), desc="trunk" + (" (mirrored)" if flip else ""), leave=False,
+                      mininterval=5):
+            x = to_tensor(crops[i:i + batch], pre)
+            got.append(model.encoder.trunk(torch.flip(x, dims=[-1]) if flip else x, model.fork)[0].half().numpy())
+    return np.concatenate(got)
+
+
+class BranchEmbedding(torch.nn.Module):
+    """The identity branch and head as one module: fork tokens ``(B, T, D)`` -> raw embeddings ``(B, E)``; the
+    task tokens and image position embeddings it reads are the shared model's, frozen (buffers here)."""
+
+    def __init__(self, model: FaceModel) -> None:
+        super().__init__()
+        self.branch = copy.deepcopy(model.identity_branch).float()
+        self.head = copy.deepcopy(model.heads["identity"]).float()
+        self.register_buffer("task_tokens", model.task_tokens.detach().clone().float())
+        self.register_buffer("image_pe", model.image_pe.detach().clone().float())
+        names = [t.name for t in model.tasks]
+        self.token = sum(model.token_counts[:names.index("identity")])
+
+    def forward(self, mid: torch.Tensor) -> torch.Tensor:
+        tokens, face = self.branch(mid.float(), self.task_tokens, self.image_pe)
+        return self.head(HeadInputs(tokens=tokens[:, self.token:self.token + 1], image=face, pixels=None))
+
+
+def embed(mlp: torch.nn.Module, x: np.ndarray, batch: int = 512) -> np.ndarray:
+    """L2-normalised embeddings ``(N, E)`` of head (or branch) inputs ``x``."""
+    with torch.no_grad():
+        return np.concatenate([torch.nn.functional.normalize(mlp(torch.from_numpy(x[i:i + batch])), dim=-1).numpy()
+                               for i in range(0, len(x), batch)])
 
 
 def validate(mlp: torch.nn.Module, val: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]) -> dict[str, float]:
@@ -147,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=256, help="views per step")
     p.add_argument("--l2", type=float, default=1e-2, help="pull toward the trained head")
     p.add_argument("--no-mirror", action="store_true", help="clean crops only (the ablation)")
+    p.add_argument("--branch", type=int, default=0,
+                   help="> 0: grow an identity branch over the encoder's last BRANCH blocks and the decoder "
+                        "(ModelConfig.identity_branch) and fit it with the head; 0: the head alone")
     p.add_argument("--out-dir", type=Path, default=None, help="default: next to WEIGHTS")
     p.add_argument("--limit", type=int, default=None, help="only the first N images of each split (quick checks)")
     p.add_argument("--data-root", default=str(default_data_root()), help="the data pack")
@@ -164,6 +199,17 @@ def main(argv: list[str] | None = None) -> int:
     model, cfg = load_model(a.weights)
     if "identity" not in cfg.model.tasks:
         raise FaceAnalysisError(f"{a.weights} has no identity head")
+    if a.branch < 0 or a.branch > cfg.model.depth:
+        raise FaceAnalysisError(f"--branch {a.branch}: give 0..{cfg.model.depth} (the encoder's depth)")
+    if a.branch and cfg.model.identity_branch not in (0, a.branch):
+        raise FaceAnalysisError(f"{a.weights} already has an identity branch over {cfg.model.identity_branch} "
+                                f"blocks, not {a.branch}")
+    if a.branch and not cfg.model.identity_branch:  # grow the branch: the same answers until it is fitted
+        grown = FaceModel(dataclasses.replace(cfg.model, identity_branch=a.branch))
+        grown.load_state_dict(model.state_dict(), strict=False)
+        grown.grow_identity_branch()
+        model, cfg = grown.eval(), dataclasses.replace(cfg, model=grown.cfg)
+    features = branch_inputs if a.branch else head_inputs
     pre = PreprocessConfig(input_size=cfg.model.input_size)
 
     def load(name: str, split: str):
@@ -180,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         crops, t = crops[keep], {k: v[keep] for k, v in t.items()}
         views = [False] if a.no_mirror else [False, True]
         for flip in views:
-            xs.append(head_inputs(model, crops, pre, flip))
+            xs.append(features(model, crops, pre, flip))
             ts.append(t["embedding"])
         print(f"{name}/{split}: {int(keep.sum())} faces with a teacher embedding, {len(views)} view(s), "
               f"{time.time() - t0:.0f} s", file=sys.stderr)
@@ -191,15 +237,20 @@ def main(argv: list[str] | None = None) -> int:
     val = {}
     for name, split in (*VAL_TEACHER, VAL_UNSEEN):
         crops, t = crops_and_targets(load(name, split), pre)
-        val[name] = (head_inputs(model, crops, pre), t)
+        val[name] = (features(model, crops, pre), t)
     feat_s = time.time() - t0
 
     task = get_tasks(["identity"])[0]
     # the bank term's anchors: every training face's teacher embedding once (the mirror views share them)
     task = task.fit({"train": SimpleNamespace(targets={"identity": {"embedding": np.unique(t_train.numpy(), axis=0)}})})
-    mlp = copy.deepcopy(model.heads["identity"].mlp).float()
+    mlp = BranchEmbedding(model) if a.branch else copy.deepcopy(model.heads["identity"].mlp).float()
     rows = [{"epoch": 0, **validate(mlp, val)}]
     best = [rows[0]["unseen_tar_far1e-2"], copy.deepcopy(mlp.state_dict()), 0]
+
+    out_dir = a.out_dir or a.weights.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kind = "idbranch" if a.branch else "idrefit"
+    path = out_dir / f"{a.weights.stem}_{kind}.safetensors"
 
     def on_epoch(ep: int, loss: float) -> None:
         r = {"epoch": ep, "train_loss": loss, **validate(mlp, val)}
@@ -207,29 +258,42 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(r), file=sys.stderr)
         if r["unseen_tar_far1e-2"] > best[0]:
             best[:] = [r["unseen_tar_far1e-2"], copy.deepcopy(mlp.state_dict()), ep]
+            save(time.time() - t0 - feat_s)  # an interrupted run keeps its best epoch so far
+        else:
+            write_rows(time.time() - t0 - feat_s)
+
+    def write_rows(fit_s: float) -> None:
+        (out_dir / f"{a.weights.stem}_{kind}.json").write_text(json.dumps(
+            {"rows": rows, "kept_epoch": best[2], "features_s": feat_s, "fit_s": fit_s}, indent=1))
+
+    def save(fit_s: float) -> None:
+        refit = FaceModel(cfg.model)
+        refit.load_state_dict(model.state_dict())
+        if a.branch:
+            keep = BranchEmbedding(model)
+            keep.load_state_dict(best[1])
+            refit.identity_branch.load_state_dict(keep.branch.state_dict())
+            refit.heads["identity"].load_state_dict(keep.head.state_dict())
+        else:
+            refit.heads["identity"].mlp.load_state_dict(best[1])
+        extra = dict(cfg.extra)
+        extra["identity_branch_refit" if a.branch else "identity_head_refit"] = {
+            "from": str(a.weights), "epoch": best[2], "epochs": a.epochs, "lr": a.lr, "l2": a.l2, "batch": a.batch,
+            "mirror": not a.no_mirror, "branch": a.branch, "train": [f"{n}/{s}" for n, s in TRAIN],
+            "train_views": len(x_train), "validation": rows[best[2]], "input_validation": rows[0]}
+        save_weights(refit, dataclasses.replace(cfg, extra=extra), path)
+        write_rows(fit_s)
 
     fit_head(mlp, x_train, t_train, task, epochs=a.epochs, lr=a.lr, batch=a.batch, l2=a.l2, on_epoch=on_epoch)
     fit_s = time.time() - t0 - feat_s
+    save(fit_s)
 
-    refit = FaceModel(cfg.model)
-    refit.load_state_dict(model.state_dict())
-    refit.heads["identity"].mlp.load_state_dict(best[1])
-    extra = dict(cfg.extra)
-    extra["identity_head_refit"] = {
-        "from": str(a.weights), "epoch": best[2], "epochs": a.epochs, "lr": a.lr, "l2": a.l2, "batch": a.batch,
-        "mirror": not a.no_mirror, "train": [f"{n}/{s}" for n, s in TRAIN], "train_views": len(x_train),
-        "validation": rows[best[2]], "input_validation": rows[0]}
-    out_dir = a.out_dir or a.weights.parent
-    path = out_dir / f"{a.weights.stem}_idrefit.safetensors"
-    save_weights(refit, dataclasses.replace(cfg, extra=extra), path)
     print(f"wrote {path} (epoch {best[2]}); features {feat_s:.0f} s, fit {fit_s:.0f} s", file=sys.stderr)
     print("| epoch | teacher cosine, UTKFace + CelebA val | unseen celeba_more pairs: accuracy (%) | TAR@FAR=1e-2 (%) |")
     print("|---|---|---|---|")
     for r in rows:
         print(f"| {r['epoch']}{' (input)' if r['epoch'] == 0 else ''}{' (kept)' if r['epoch'] == best[2] else ''} "
               f"| {r['teacher_cos']:.4f} | {r['unseen_pair_acc']:.2f} | {r['unseen_tar_far1e-2']:.2f} |")
-    (out_dir / f"{a.weights.stem}_idrefit.json").write_text(json.dumps(
-        {"rows": rows, "kept_epoch": best[2], "features_s": feat_s, "fit_s": fit_s}, indent=1))
     return 0
 
 

@@ -9,6 +9,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..errors import FaceAnalysisError
 from ..tasks import HeadInputs, get_tasks
+from .identity_branch import IdentityBranch
 from .image_encoder import ImageEncoder
 from .parsing_context import ring_size
 from .parsing_refiner import ParsingRefiner
@@ -34,6 +35,11 @@ class FaceModel(nn.Module):
                 ring_size(cfg.input_size // 2, cfg.parsing_field)
             except ValueError as e:
                 raise FaceAnalysisError(f"model config: {e}") from None
+        if not 0 <= cfg.identity_branch <= cfg.depth:
+            raise FaceAnalysisError(f"model config: identity_branch must be 0..depth ({cfg.depth}), "
+                                    f"got {cfg.identity_branch!r}")
+        if cfg.identity_branch and "identity" not in cfg.tasks:
+            raise FaceAnalysisError("model config: identity_branch > 0 needs the identity task")
         self.cfg = cfg
         self.tasks = get_tasks(cfg.tasks)
         d = cfg.embed_dim
@@ -52,6 +58,19 @@ class FaceModel(nn.Module):
         # registered last, so a model grown from stride-2 weights keeps their parameter order (optimiser state)
         self.parsing_refiner = (ParsingRefiner(pixel_dim=cfg.pixel_dim)
                                 if cfg.parsing_stride == 1 and "parsing" in cfg.tasks else None)
+        self.identity_branch = (IdentityBranch(self.encoder.vit.blocks[self.fork:], self.encoder.vit.norm,
+                                               self.decoder) if cfg.identity_branch else None)
+
+    @property
+    def fork(self) -> int:
+        """Index of the first encoder block the identity branch has its own copy of (``depth`` without a branch)."""
+        return self.cfg.depth - self.cfg.identity_branch
+
+    def grow_identity_branch(self) -> None:
+        """Copy the shared layers into the identity branch: the model then answers exactly as without the branch."""
+        if self.identity_branch is None:
+            raise FaceAnalysisError("this model has no identity branch (ModelConfig.identity_branch is 0)")
+        self.identity_branch.copy_from(self.encoder.vit.blocks[self.fork:], self.encoder.vit.norm, self.decoder)
 
     @property
     def output_names(self) -> list[str]:
@@ -64,10 +83,23 @@ class FaceModel(nn.Module):
         (a training step's mask rows are about a tenth of the batch; the refiner on all of them costs 2.5x the
         step). Ignored without a refiner."""
         wanted = set(tasks) if tasks is not None else None
-        face, skips = self.encoder(x)
+        branch = self.identity_branch is not None and (wanted is None or "identity" in wanted)
+        shared = not branch or wanted is None or bool(wanted & {t.name for t in self.tasks} - {"identity"})
+        if branch:
+            mid, skips = self.encoder.trunk(x, self.fork)
+            id_tokens, id_face = self.identity_branch(mid, self.task_tokens, self.image_pe)
+            face = self.encoder.tail(mid, self.fork) if shared else id_face
+        else:
+            face, skips = self.encoder(x)
         b, n, d = face.shape
         tokens = self.task_tokens.expand(b, -1, -1)
-        tokens, face = self.decoder(tokens, face, self.task_tokens, self.image_pe)
+        if shared:
+            tokens, face = self.decoder(tokens, face, self.task_tokens, self.image_pe)
+        if branch:  # identity reads the branch's tokens; the other tasks the shared ones
+            i = [t.name for t in self.tasks].index("identity")
+            lo = sum(self.token_counts[:i])
+            tokens = torch.cat([tokens[:, :lo], id_tokens[:, lo:lo + 1], tokens[:, lo + 1:]], dim=1) if shared \
+                else id_tokens
         needs_pixels = any(t.name in ("parsing", "landmarks") and (wanted is None or t.name in wanted)
                            for t in self.tasks)
         pixels = None
@@ -86,7 +118,8 @@ class FaceModel(nn.Module):
             if wanted is not None and task.name not in wanted:
                 continue
             r = task.head_forward(self.heads[task.name],
-                                  HeadInputs(tokens=tok, image=face, pixels=pixels, fine_pixels=fine,
+                                  HeadInputs(tokens=tok, image=id_face if branch and task.name == "identity" else face,
+                                             pixels=pixels, fine_pixels=fine,
                                              fine_rows=fine_rows if fine is not None else None))
             out.update(r if raw else task.activate(r))
         return out

@@ -70,3 +70,15 @@ class ImageEncoder(nn.Module):
         feats = self.stem(x)
         tokens = self.vit.forward_features(feats[-1])
         return tokens, feats[:-1]
+
+    def trunk(self, x: torch.Tensor, upto: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The stem and the first ``upto`` ViT blocks: tokens ``(B, N, D)`` before block ``upto``, and the skips.
+        ``tail(trunk(x, k)[0], k)`` computes exactly what :meth:`forward` does (same operations, same order)."""
+        feats = self.stem(x)
+        vit = self.vit
+        t = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(feats[-1]))))
+        return vit.blocks[:upto](t), feats[:-1]
+
+    def tail(self, tokens: torch.Tensor, start: int) -> torch.Tensor:
+        """ViT blocks ``start..`` and the final norm on the tokens :meth:`trunk` returned."""
+        return self.vit.norm(self.vit.blocks[start:](tokens))
