@@ -368,6 +368,8 @@ def test_refit_identity_head_changes_only_the_identity_head(tiny_weights, data_r
         mod.main([str(tmp_path / "missing.safetensors"), "--data-root", str(data_root)])
     with pytest.raises(FaceAnalysisError, match="--branch"):
         mod.main([str(tiny_weights), "--branch", "9", "--data-root", str(data_root)])
+    with pytest.raises(FaceAnalysisError, match="--overwrite"):  # the refit above is not replaced unasked
+        mod.main([str(tiny_weights), "--limit", "40", "--out-dir", str(tmp_path), "--data-root", str(data_root)])
 
 
 def test_refit_identity_branch_grows_and_fits_only_the_branch(tiny_weights, data_root, tmp_path):
