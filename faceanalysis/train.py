@@ -500,35 +500,50 @@ def _init_from(model: FaceModel, path: str | Path) -> None:
         src_model = TrainConfig.from_dict(json.loads(meta["train_config"])).model
     else:
         src_model = read_config(path).model
-    grown = _grown_only(src_model, model.cfg)
-    shrunk = _grown_only(model.cfg, src_model)
-    if dataclasses.asdict(src_model) != dataclasses.asdict(model.cfg) and not (grown or shrunk):
+    changed = _layer_changes(src_model, model.cfg)
+    if changed is None:
         raise FaceAnalysisError(f"--init weights {path} were trained with another model config; "
-                                "use the same model section as the run's config (or grow it: parsing_stride 2 -> 1, "
-                                "parsing_field 1 -> more; or drop the parsing refiner: 1 -> 2)")
+                                "use the same model section as the run's config (or add or drop a module: "
+                                "parsing_stride 2 <-> 1, the parsing refiner; parsing_field 1 <-> more, the context ring; "
+                                "identity_branch 0 <-> K, identity's own late layers)")
     state = {k: v.float() if v.is_floating_point() else v for k, v in _init_weights(path).items()}
-    if shrunk:  # the parsing refiner or context ring dropped: the stride-2 crop maps they were built on remain
-        state = {k: v for k, v in state.items() if not k.startswith(_GROWN_PREFIXES)}
-    missing, unexpected = model.load_state_dict(state, strict=not grown)
+    own = model.state_dict()
+    # a dropped module's tensors go (the layers it was built on remain); a grown module's are filled below
+    state = {k: v for k, v in state.items() if k in own or not k.startswith(_GROWN_PREFIXES)}
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith(_GROWN_PREFIXES) for k in missing):
         raise FaceAnalysisError(f"--init weights {path} do not fit the grown model (missing {missing[:3]}, "
                                 f"unexpected {unexpected[:3]})")
+    if "identity_branch" in changed and model.identity_branch is not None:
+        model.grow_identity_branch()  # the copies start equal to the shared layers: the same answers
 
 
-#: parameter-name prefixes of the modules a stage may add to its ``init`` weights (see :func:`_grown_only`)
-_GROWN_PREFIXES = ("parsing_refiner.", "heads.parsing.context.")
+#: model-config fields a stage may change from its ``init`` weights (their module added or dropped; see
+#: :func:`_layer_changes`), each with its value without the module and its parameter-name prefix
+_GROWABLE = {"parsing_stride": (2, "parsing_refiner."), "parsing_field": (1.0, "heads.parsing.context."),
+             "identity_branch": (0, "identity_branch.")}
+_GROWN_PREFIXES = tuple(prefix for _, prefix in _GROWABLE.values())
+
+
+def _layer_changes(src: ModelConfig, dst: ModelConfig) -> set[str] | None:
+    """The model-config fields in which ``dst`` differs from ``src``, when each adds or drops one module and nothing
+    else differs; else None. A model grown from ``src``'s weights computes exactly what they did: the parsing
+    refiner's and the context ring's last convs start at zero (parsing maps bilinearly upsampled, or extended by their
+    edge classes), and the identity branch starts as a copy of the shared layers (``grow_identity_branch``); a dropped
+    module leaves the layers it was built on."""
+    a, b = dataclasses.asdict(src), dataclasses.asdict(dst)
+    changed = {k for k in a if a[k] != b[k]}
+    if changed - set(_GROWABLE):
+        return None
+    if any(_GROWABLE[k][0] not in (a[k], b[k]) for k in changed):  # e.g. a ring of another size: not one module
+        return None
+    return changed
 
 
 def _grown_only(src: ModelConfig, dst: ModelConfig) -> bool:
-    """True when ``dst`` is ``src`` with the parsing refiner added (``parsing_stride`` 2 -> 1) or the parsing context
-    ring added (``parsing_field`` 1 -> more): a model that starts from ``src``'s weights computes exactly what they
-    did (the refiner's and the ring's last convs start at zero: parsing maps bilinearly upsampled, or extended by
-    their edge classes), so a stage may grow it."""
-    refiner = src.parsing_stride == 2 and dst.parsing_stride == 1 and \
-        dataclasses.asdict(dataclasses.replace(src, parsing_stride=1)) == dataclasses.asdict(dst)
-    ring = src.parsing_field == 1.0 and dst.parsing_field > 1.0 and \
-        dataclasses.asdict(dataclasses.replace(src, parsing_field=dst.parsing_field)) == dataclasses.asdict(dst)
-    return refiner or ring
+    """True when ``dst`` is ``src`` with modules added (:func:`_layer_changes`) and none dropped."""
+    changed = _layer_changes(src, dst)
+    return bool(changed) and all(getattr(src, k) == _GROWABLE[k][0] for k in changed)
 
 
 def _with_extra(full_cfg: FaceAnalysisConfig, cfg: TrainConfig, name: str, step: int, history) -> FaceAnalysisConfig:

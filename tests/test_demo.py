@@ -223,8 +223,10 @@ def test_demo_tta_flip_changes_the_answers_and_keeps_the_names(video, data_root,
             assert all(0.5 < f["similarity"] < 0.999 for f in faces), (mode, faces)
     sims = [(a["similarity"], b["similarity"]) for ra, rb in zip(runs["flip"], runs["one"])
             for a, b in zip(sorted(ra["faces"], key=lambda f: f["bbox"][0]), sorted(rb["faces"], key=lambda f: f["bbox"][0]))]
-    # the log rounds to 4 decimals; stage 22's identity head, refitted on mirror views too, moves some by under 1e-3
-    assert all(abs(a - b) >= 2e-4 for a, b in sims), sims
+    # --tta flip reached the analyzer: without it every similarity would be the one-pass one exactly. Not every face
+    # need move much (the log rounds to 4 decimals, and an identity model trained on mirror views, as stages 22 and 23
+    # were, moves some by 1e-4), so the check is that the answers moved, not that each one did.
+    assert sum(abs(a - b) >= 1e-3 for a, b in sims) >= len(sims) // 2, sims
 
 
 # ---- tracker / smoothing units --------------------------------------------------------------

@@ -362,6 +362,8 @@ def test_refit_identity_head_changes_only_the_identity_head(tiny_weights, data_r
     task = get_tasks(["identity"])[0].fit({})
     losses = mod.fit_head(mlp, x, target, task, epochs=15, lr=1e-2, batch=64, l2=0.0)
     assert losses[-1] < 0.5 * losses[0]
+    for n in (160, 32):  # 10 steps (a one-cycle warm-up of one step divided by zero) and 2 steps: no crash
+        assert len(mod.fit_head(MLP(16, 16, 8), x[:n], target[:n], task, epochs=1, lr=1e-2, batch=16, l2=0.0)) == 1
     with pytest.raises(FaceAnalysisError, match="--epochs"):
         mod.main([str(tiny_weights), "--epochs", "0", "--data-root", str(data_root)])
     with pytest.raises(FaceAnalysisError, match="no such weights"):
@@ -401,3 +403,35 @@ def test_refit_identity_branch_grows_and_fits_only_the_branch(tiny_weights, data
     with torch.no_grad():
         a, b = old(x), new(x)
     assert all(torch.equal(a[k], b[k]) for k in a if k != "embedding")
+
+
+def test_init_grows_and_drops_the_identity_branch(tiny_weights, tmp_path):
+    """--init may add the identity branch (grown as a copy of the shared layers: every output the same) or drop it
+    (the shared layers remain: every output but the embedding the same); a branch of another size is refused."""
+    import dataclasses
+
+    from faceanalysis import FaceAnalysisError
+    from faceanalysis.model import FaceModel
+    from faceanalysis.train import _init_from
+    from faceanalysis.weights import save_weights
+
+    cfg = read_config(tiny_weights)
+    ref, _ = load_model(tiny_weights)
+    x = torch.randn(2, 3, cfg.model.input_size, cfg.model.input_size)
+    grown = FaceModel(dataclasses.replace(cfg.model, identity_branch=1))
+    _init_from(grown, tiny_weights)
+    grown.eval()
+    with torch.no_grad():
+        a, b = ref(x), grown(x)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        for p in grown.identity_branch.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    forked = save_weights(grown, dataclasses.replace(cfg, model=grown.cfg), tmp_path / "forked.safetensors")
+    dropped = FaceModel(cfg.model)
+    _init_from(dropped, forked)
+    dropped.eval()
+    with torch.no_grad():
+        c = dropped(x)
+    assert all(torch.equal(a[k], c[k]) for k in a)  # the fp16 file holds the same shared tensors
+    with pytest.raises(FaceAnalysisError, match="identity_branch"):
+        _init_from(FaceModel(dataclasses.replace(cfg.model, identity_branch=2)), forked)

@@ -1,14 +1,14 @@
 """Refit the identity head on frozen features, each training face seen as itself and as its mirror image.
 
-    python weights/refit_identity_head.py faceanalysis/assets/faceanalysis_s128.safetensors \
-        --data-root ../shared/data --threads 2
+    python weights/refit_identity_head.py faceanalysis/assets/faceanalysis_s128.safetensors --data-root ../shared/data
+    python weights/refit_identity_head.py WEIGHTS --branch 2 --epochs 3 --batch 256 --lr 2e-4 --threads 2  # stage 23
 
 The identity head is an MLP (``VectorHead``: the identity token joined with the mean of the face tokens, 384 -> 384
 -> 128) whose output, L2-normalised, is the embedding. During the training stages it chased features that moved
 under it (every task trains the shared encoder) and saw one randomly mirrored view per step. This script runs the
-frozen model once over the training splits that carry SFace teacher embeddings (UTKFace, CelebA, ``celeba_more``
-train; aligned crops, no other augmentation) and their mirror images, stores the head's inputs, and then fits the
-head alone on them with the identity task's own distillation loss (:meth:`IdentityTask.distillation_loss`: cosine
+frozen model once over the training splits that carry SFace teacher embeddings (UTKFace, CelebA; ``celeba_more``
+train is read too and skipped while the pack has no teacher labels for it; aligned crops, no other augmentation)
+and their mirror images, stores the head's inputs, and then fits the head alone on them with the identity task's own distillation loss (:meth:`IdentityTask.distillation_loss`: cosine
 to the teacher, the batch's relational term and the bank term over every training teacher embedding), the mirror
 view's target being the teacher embedding of the unmirrored face (a person's identity does not change in a
 mirror), from the trained weights with ``--l2`` pull toward them. AdamW, ``--epochs`` passes.
@@ -158,7 +158,10 @@ def fit_head(mlp: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, task, 
     opt = torch.optim.AdamW(mlp.parameters(), lr=lr, weight_decay=0.0)
     n = len(x)
     per_epoch = max(1, n // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * per_epoch, pct_start=0.1)
+    total = epochs * per_epoch
+    warm = max(0.1, 2.0 / total)  # OneCycleLR divides by its warm-up length in steps - 1: keep that >= 1
+    sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=warm) if warm < 0.5
+             else torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0))  # a few steps (quick checks): constant lr
     means = []
     for ep in range(1, epochs + 1):
         mlp.train()
@@ -180,8 +183,12 @@ def fit_head(mlp: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, task, 
     return means
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as it is written, and each option's default."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
     p.add_argument("weights", type=Path, help="a weights file (safetensors, config embedded)")
     p.add_argument("--epochs", type=int, default=8, help="passes over the cached training views")
     p.add_argument("--lr", type=float, default=3e-4, help="AdamW peak learning rate (one-cycle)")
@@ -189,8 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--l2", type=float, default=1e-2, help="pull toward the trained head")
     p.add_argument("--no-mirror", action="store_true", help="clean crops only (the ablation)")
     p.add_argument("--branch", type=int, default=0,
-                   help="> 0: grow an identity branch over the encoder's last BRANCH blocks and the decoder "
-                        "(ModelConfig.identity_branch) and fit it with the head; 0: the head alone")
+                   help="0..depth (6 for the shipped model): > 0 grows an identity branch over the encoder's last "
+                        "BRANCH blocks and the decoder (ModelConfig.identity_branch; see above) and fits it with the "
+                        "head; weights that already have a branch refit it with the same BRANCH; 0: the head alone")
     p.add_argument("--out-dir", type=Path, default=None, help="default: next to WEIGHTS")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output of the same name")
     p.add_argument("--limit", type=int, default=None, help="only the first N images of each split (quick checks)")
@@ -213,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         raise FaceAnalysisError(f"--branch {a.branch}: give 0..{cfg.model.depth} (the encoder's depth)")
     if a.branch and cfg.model.identity_branch not in (0, a.branch):
         raise FaceAnalysisError(f"{a.weights} already has an identity branch over {cfg.model.identity_branch} "
-                                f"blocks, not {a.branch}")
+                                f"blocks, not {a.branch}: pass --branch {cfg.model.identity_branch} to refit it "
+                                "(or --branch 0 for the head alone)")
     if a.branch and not cfg.model.identity_branch:  # grow the branch: the same answers until it is fitted
         grown = FaceModel(dataclasses.replace(cfg.model, identity_branch=a.branch))
         grown.load_state_dict(model.state_dict(), strict=False)
@@ -233,12 +242,14 @@ def main(argv: list[str] | None = None) -> int:
         return src.subset(np.arange(min(a.limit, len(src)))) if a.limit is not None else src
 
     t0 = time.time()
-    xs, ts = [], []
+    xs, ts, used = [], [], []
     for name, split in TRAIN:
         crops, t = crops_and_targets(load(name, split), pre)
         keep = np.isfinite(t["embedding"]).all(1)
         if not keep.any():
+            print(f"{name}/{split}: no face with a teacher embedding, skipped", file=sys.stderr)
             continue
+        used.append(f"{name}/{split}")
         crops, t = crops[keep], {k: v[keep] for k, v in t.items()}
         views = [False] if a.no_mirror else [False, True]
         for flip in views:
@@ -290,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = dict(cfg.extra)
         extra["identity_branch_refit" if a.branch else "identity_head_refit"] = {
             "from": str(a.weights), "epoch": best[2], "epochs": a.epochs, "lr": a.lr, "l2": a.l2, "batch": a.batch,
-            "mirror": not a.no_mirror, "branch": a.branch, "train": [f"{n}/{s}" for n, s in TRAIN],
+            "mirror": not a.no_mirror, "branch": a.branch, "train": used,
             "train_views": len(x_train), "validation": rows[best[2]], "input_validation": rows[0]}
         save_weights(refit, dataclasses.replace(cfg, extra=extra), path)
         write_rows(fit_s)
