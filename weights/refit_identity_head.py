@@ -8,10 +8,11 @@ The identity head is an MLP (``VectorHead``: the identity token joined with the 
 under it (every task trains the shared encoder) and saw one randomly mirrored view per step. This script runs the
 frozen model once over the training splits that carry SFace teacher embeddings (UTKFace, CelebA; ``celeba_more``
 train is read too and skipped while the pack has no teacher labels for it; aligned crops, no other augmentation)
-and their mirror images, stores the head's inputs, and then fits the head alone on them with the identity task's own distillation loss (:meth:`IdentityTask.distillation_loss`: cosine
-to the teacher, the batch's relational term and the bank term over every training teacher embedding), the mirror
-view's target being the teacher embedding of the unmirrored face (a person's identity does not change in a
-mirror), from the trained weights with ``--l2`` pull toward them. AdamW, ``--epochs`` passes.
+and their mirror images, stores the head's inputs, and then fits the head alone on them with the identity task's own
+distillation loss (:meth:`IdentityTask.distillation_loss`: cosine to the teacher, the batch's relational term and
+the bank term over every training teacher embedding), the mirror view's target being the teacher embedding of the
+unmirrored face (a person's identity does not change in a mirror), from the trained weights with ``--l2`` pull toward
+them. AdamW, ``--epochs`` passes.
 
 Validation (never test): after each epoch, one-pass embeddings of the clean validation crops give the cosine to
 the teacher (UTKFace + CelebA val) and all-pairs verification on ``celeba_more`` val, 33 people who occur nowhere
@@ -58,6 +59,7 @@ from faceanalysis.model import FaceModel
 from faceanalysis.preprocess import to_tensor
 from faceanalysis.tasks import HeadInputs, get_tasks
 from faceanalysis.tasks.identity import _pair_metrics
+from faceanalysis.train import _init_from
 from faceanalysis.weights import load_model, save_weights
 
 TRAIN = (("utkface", "train"), ("celeba_attr", "train"), ("celeba_more", "train"))
@@ -116,8 +118,7 @@ class BranchEmbedding(torch.nn.Module):
         self.head = copy.deepcopy(model.heads["identity"]).float()
         self.register_buffer("task_tokens", model.task_tokens.detach().clone().float())
         self.register_buffer("image_pe", model.image_pe.detach().clone().float())
-        names = [t.name for t in model.tasks]
-        self.token = sum(model.token_counts[:names.index("identity")])
+        self.token = model.identity_token
 
     def forward(self, mid: torch.Tensor) -> torch.Tensor:
         tokens, face = self.branch(mid.float(), self.task_tokens, self.image_pe)
@@ -225,8 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "(or --branch 0 for the head alone)")
     if a.branch and not cfg.model.identity_branch:  # grow the branch: the same answers until it is fitted
         grown = FaceModel(dataclasses.replace(cfg.model, identity_branch=a.branch))
-        grown.load_state_dict(model.state_dict(), strict=False)
-        grown.grow_identity_branch()
+        _init_from(grown, a.weights)  # the trainer's --init: shared tensors loaded, the branch copied from them
         model, cfg = grown.eval(), dataclasses.replace(cfg, model=grown.cfg)
     features = branch_inputs if a.branch else head_inputs
     out_dir = a.out_dir or a.weights.parent

@@ -60,6 +60,9 @@ class FaceModel(nn.Module):
                                 if cfg.parsing_stride == 1 and "parsing" in cfg.tasks else None)
         self.identity_branch = (IdentityBranch(self.encoder.vit.blocks[self.fork:], self.encoder.vit.norm,
                                                self.decoder) if cfg.identity_branch else None)
+        names = [t.name for t in self.tasks]
+        #: index of the identity token among the task tokens (the branch's decoder returns all of them)
+        self.identity_token = sum(self.token_counts[:names.index("identity")]) if "identity" in names else None
 
     @property
     def fork(self) -> int:
@@ -96,8 +99,7 @@ class FaceModel(nn.Module):
         if shared:
             tokens, face = self.decoder(tokens, face, self.task_tokens, self.image_pe)
         if branch:  # identity reads the branch's tokens; the other tasks the shared ones
-            i = [t.name for t in self.tasks].index("identity")
-            lo = sum(self.token_counts[:i])
+            lo = self.identity_token
             tokens = torch.cat([tokens[:, :lo], id_tokens[:, lo:lo + 1], tokens[:, lo + 1:]], dim=1) if shared \
                 else id_tokens
         needs_pixels = any(t.name in ("parsing", "landmarks") and (wanted is None or t.name in wanted)
