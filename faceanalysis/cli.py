@@ -103,16 +103,23 @@ def _collect(paths: list[str], exclude: list[Path] | None = None) -> tuple[list[
     return files, skipped
 
 
+#: the output name that means standard output (``--json -`` / ``--jsonl -``), as in most command-line tools
+STDOUT = "-"
+
+
 class _Results:
     """Streams results as they are produced: ``--jsonl`` one JSON object per line, ``--json`` one JSON object
-    {path: faces or {"error": ...}} written entry by entry (closed even when the run stops early)."""
+    {path: faces or {"error": ...}} written entry by entry (closed even when the run stops early); a path of
+    :data:`STDOUT` writes to standard output."""
 
     def __init__(self, json_path: str | None, jsonl_path: str | None) -> None:
         self._files = []
         self._json = self._jsonl = None
         self._first = True
         for path, attr in ((json_path, "_json"), (jsonl_path, "_jsonl")):
-            if path:
+            if path == STDOUT:
+                setattr(self, attr, sys.stdout)
+            elif path:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 f = open(path, "w", encoding="utf-8")
                 setattr(self, attr, f)
@@ -159,13 +166,19 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if getattr(args, "engine", "local") != "local":
         raise FaceAnalysisError("--engine ray needs --out DATASET.parquet (results are written as Parquet)")
     jsonl = getattr(args, "jsonl", None)
-    outputs = [Path(o) for o in (args.json, jsonl) if o]
+    if args.json == STDOUT and jsonl == STDOUT:
+        raise FaceAnalysisError("--json - and --jsonl - both name standard output; give one of them a file name")
+    # JSON on stdout: the per-face lines and the closing summary go to stderr, so stdout stays one JSON document
+    text_out = sys.stderr if STDOUT in (args.json, jsonl) else sys.stdout
+    outputs = [Path(o) for o in (args.json, jsonl) if o and o != STDOUT]
     for flag, out in (("--json", args.json), ("--jsonl", jsonl)):
+        if out == STDOUT:
+            continue
         if out and Path(out).is_dir():
             raise FaceAnalysisError(f"{flag} {out} is a folder; give a file name such as results{flag[1:].replace('-', '.')}")
         if out and Path(out).exists() and not args.overwrite:
             raise FaceAnalysisError(f"{out} exists; pass --overwrite to replace it")
-    if args.json and jsonl and Path(args.json).resolve() == Path(jsonl).resolve():
+    if args.json and jsonl and STDOUT not in (args.json, jsonl) and Path(args.json).resolve() == Path(jsonl).resolve():
         raise FaceAnalysisError("--json and --jsonl name the same file; give two names")
     out_dir = Path(args.draw) if args.draw else None
     # the --draw folder is left out of the inputs unless it is an input folder itself (or holds one): then
@@ -221,9 +234,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 record["faces"] = [f.to_dict() for f in faces]
                 if not args.quiet:
                     note = f" (first of {record['frames']} frames)" if "frames" in record else ""
-                    _say(f"{name}: {len(faces)} face(s){note}")
+                    _say(f"{name}: {len(faces)} face(s){note}", text_out)
                     for j, f in enumerate(faces):
-                        _say(f"  [{j}] {f.summary()}")
+                        _say(f"  [{j}] {f.summary()}", text_out)
                 if out_dir is not None:
                     try:
                         targets[i].write_bytes(_overlay_png(draw(rgb, faces)))
@@ -264,9 +277,11 @@ def _add_analyze(sub) -> None:
                                    "(faceanalysis/schemas/faces.schema.json).")
     p.add_argument("paths", nargs="+", help="image files or folders (searched recursively for images)")
     p.add_argument("--json", metavar="FILE", help="write all results to this JSON file (format: see the description); "
-                                                "written entry by entry as images are analysed")
+                                                "written entry by entry as images are analysed; - = standard output "
+                                                "(the per-face lines then go to standard error)")
     p.add_argument("--jsonl", metavar="FILE", help="stream results as JSON Lines: one object per image "
-                                                  "({\"path\", \"faces\"} or {\"path\", \"error\"}), flushed as produced")
+                                                  "({\"path\", \"faces\"} or {\"path\", \"error\"}), flushed as produced; "
+                                                  "- = standard output")
     p.add_argument("--draw", metavar="DIR", help="write overlay images (<name>_faces.png) to this folder")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files (refused otherwise)")
     _add_model_options(p)

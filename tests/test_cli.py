@@ -83,8 +83,22 @@ def test_refuses_to_overwrite_without_flag(image_dir, tmp_path, tiny_weights, ca
     assert existing.read_bytes() != b"old" and len(list(draw_dir.iterdir())) == 7
 
 
+@pytest.mark.parametrize("flag", ["--json", "--jsonl"])
+def test_json_dash_writes_to_stdout_and_no_file(flag, image_dir, tmp_path, tiny_weights, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = _run(["analyze", image_dir, flag, "-", "--weights", tiny_weights], capsys)
+    assert rc == 0, err
+    assert not (tmp_path / "-").exists()  # not a file named "-"
+    if flag == "--json":
+        report = json.loads(out)  # stdout is one JSON document: the per-face lines went to stderr
+    else:
+        report = {r["path"]: r["faces"] for r in map(json.loads, out.splitlines())}
+    assert len(report) == 7 and sum(len(v) for v in report.values()) == 6
+    assert "face(s)" in err and "box=" in err
+
+
 @pytest.mark.parametrize("case", ["missing_path", "empty_folder", "bad_weights", "json_is_folder", "draw_is_file",
-                                  "bad_task", "cuda", "bad_det_size", "draw_name_clash"])
+                                  "bad_task", "cuda", "bad_det_size", "draw_name_clash", "both_stdout"])
 def test_errors_exit_2_with_one_line(case, image_dir, tmp_path, tiny_weights, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -101,6 +115,7 @@ def test_errors_exit_2_with_one_line(case, image_dir, tmp_path, tiny_weights, ca
         "bad_det_size": ["analyze", image_dir, "--max-side", "0", "--weights", tiny_weights],
         # nested/deep.jpg and a copy named deep.png would both become deep_faces.png
         "draw_name_clash": ["analyze", image_dir, "--draw", tmp_path / "drawn", "--weights", tiny_weights],
+        "both_stdout": ["analyze", image_dir, "--json", "-", "--jsonl", "-", "--weights", tiny_weights],
     }[case]
     if case == "draw_name_clash":
         shutil.copy(image_dir / "nested" / "deep.jpg", image_dir / "deep.png")
