@@ -185,7 +185,10 @@ def fit_head(mlp: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, task, 
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The module docstring as it is written, and each option's default."""
+    """The module docstring as it is written, and each option's default (none shown for ``None``: its help says)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
 
 
 def main(argv: list[str] | None = None) -> int:
