@@ -138,10 +138,12 @@ class _Results:
             self._first = False
 
     def close(self) -> None:
-        if self._json:
-            self._json.write("\n}\n")
-        for f in self._files:
-            f.close()
+        try:
+            if self._json:
+                self._json.write("\n}\n")
+        finally:  # the files are closed even when standard output is gone (a reader that stopped early)
+            for f in self._files:
+                f.close()
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -180,6 +182,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             raise FaceAnalysisError(f"{out} exists; pass --overwrite to replace it")
     if args.json and jsonl and STDOUT not in (args.json, jsonl) and Path(args.json).resolve() == Path(jsonl).resolve():
         raise FaceAnalysisError("--json and --jsonl name the same file; give two names")
+    if args.draw == STDOUT:
+        raise FaceAnalysisError("--draw - : overlays are image files; give a folder name")
     out_dir = Path(args.draw) if args.draw else None
     # the --draw folder is left out of the inputs unless it is an input folder itself (or holds one): then
     # only the overlays (marked PNGs) are left out

@@ -2,6 +2,7 @@
 
 
 import contextvars
+import os
 import sys
 from typing import Callable
 
@@ -24,7 +25,9 @@ def option(api: str, cli: str) -> str:
 
 def run_command(prog: str, fn: Callable[[], "int | None"]) -> int:
     """Run a command body: a :class:`FaceAnalysisError` prints one line (``prog: error: ...``) and gives exit
-    status 2, Ctrl-C gives 130; no traceback for user mistakes. Hints inside name command-line flags."""
+    status 2, Ctrl-C gives 130, a reader that closed standard output early (``... --jsonl - | head -n 1``) ends
+    the command quietly with status 141 (128 + SIGPIPE, what the shell reports for other tools); no traceback for
+    user mistakes. Hints inside name command-line flags."""
     token = _HINT_STYLE.set("cli")
     try:
         return int(fn() or 0)
@@ -33,5 +36,13 @@ def run_command(prog: str, fn: Callable[[], "int | None"]) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # Python's documented recipe: point stdout at devnull so the interpreter's exit flush cannot fail again
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (a test's capture)
+            pass
+        return 141
     finally:
         _HINT_STYLE.reset(token)

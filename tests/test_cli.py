@@ -97,8 +97,28 @@ def test_json_dash_writes_to_stdout_and_no_file(flag, image_dir, tmp_path, tiny_
     assert "face(s)" in err and "box=" in err
 
 
+def test_reader_closing_stdout_early_ends_quietly(image_dir, tmp_path, tiny_weights):
+    """``analyze ... --jsonl - | head -n 1``: the reader stops after one line; no traceback, status 141 (SIGPIPE)."""
+    many = tmp_path / "many"
+    many.mkdir()
+    photo = next(image_dir.glob("*.jpg"))
+    for i in range(40):  # ~10 KB of JSON each: more than a pipe buffer holds, so the writer meets the closed pipe
+        shutil.copy(photo, many / f"p{i:02d}.jpg")
+    proc = subprocess.Popen([sys.executable, "-m", "faceanalysis", "analyze", str(many), "--jsonl", "-",
+                             "--weights", str(tiny_weights), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what head does after its line
+    err = proc.stderr.read().decode()
+    rc = proc.wait(timeout=120)
+    assert json.loads(first)["path"]
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert rc == 141
+    assert not (tmp_path / "-").exists()
+
+
 @pytest.mark.parametrize("case", ["missing_path", "empty_folder", "bad_weights", "json_is_folder", "draw_is_file",
-                                  "bad_task", "cuda", "bad_det_size", "draw_name_clash", "both_stdout"])
+                                  "bad_task", "cuda", "bad_det_size", "draw_name_clash", "both_stdout", "draw_dash"])
 def test_errors_exit_2_with_one_line(case, image_dir, tmp_path, tiny_weights, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -116,6 +136,7 @@ def test_errors_exit_2_with_one_line(case, image_dir, tmp_path, tiny_weights, ca
         # nested/deep.jpg and a copy named deep.png would both become deep_faces.png
         "draw_name_clash": ["analyze", image_dir, "--draw", tmp_path / "drawn", "--weights", tiny_weights],
         "both_stdout": ["analyze", image_dir, "--json", "-", "--jsonl", "-", "--weights", tiny_weights],
+        "draw_dash": ["analyze", image_dir, "--draw", "-", "--weights", tiny_weights],
     }[case]
     if case == "draw_name_clash":
         shutil.copy(image_dir / "nested" / "deep.jpg", image_dir / "deep.png")
