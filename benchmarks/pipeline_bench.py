@@ -37,6 +37,8 @@ import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+OUT = Path(__file__).with_name("pipeline_bench.md")
+Pipeline = Callable[[np.ndarray], int]  # RGB frame -> faces found
 
 
 def _shown(path: str) -> str:
@@ -50,8 +52,6 @@ def _sha12(path: Path) -> str:
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.is_file() else "missing"
-OUT = Path(__file__).with_name("pipeline_bench.md")
-Pipeline = Callable[[np.ndarray], int]  # RGB frame -> faces found
 
 
 # ---- frames ----------------------------------------------------------------------------------------------------

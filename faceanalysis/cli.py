@@ -170,7 +170,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     jsonl = getattr(args, "jsonl", None)
     if args.json == STDOUT and jsonl == STDOUT:
         raise FaceAnalysisError("--json - and --jsonl - both name standard output; give one of them a file name")
-    # JSON on stdout: the per-face lines and the closing summary go to stderr, so stdout stays one JSON document
+    # JSON on stdout: the per-face lines go to stderr (as the closing summary always does), so stdout stays JSON
     text_out = sys.stderr if STDOUT in (args.json, jsonl) else sys.stdout
     outputs = [Path(o) for o in (args.json, jsonl) if o and o != STDOUT]
     for flag, out in (("--json", args.json), ("--jsonl", jsonl)):
