@@ -64,6 +64,10 @@ class ModelConfig:
     #: > 0: identity reads its own copy of the encoder's last ``identity_branch`` ViT blocks (with the final norm)
     #: and of the two-way decoder (``model/identity_branch.py``); 0: identity shares every layer with the other tasks
     identity_branch: int = 0
+    #: which task tokens the identity branch's decoder carries: ``"all"`` (every task token, as the shared decoder;
+    #: stages 23-25) or ``"identity"`` (the identity token alone: the only one the branch's output is read for, so its
+    #: decoder's token-side work shrinks about 90-fold; the identity token then no longer attends to the others)
+    identity_branch_tokens: str = "all"
     embedding_dim: int = 128
     age_bins: int = 101  # ages 0..100
     tasks: tuple[str, ...] = ("parsing", "landmarks", "pose", "attributes", "expression", "identity")
@@ -80,9 +84,9 @@ class FaceAnalysisConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # training command, metrics, ...
 
     def to_json(self) -> str:
-        """JSON of every field, but ``parsing_stride`` / ``parsing_field`` / ``identity_branch`` only when they are not
-        the defaults 2 / 1.0 / 0: weights without the parsing refiner, context ring or identity branch stay readable by
-        releases that predate the fields."""
+        """JSON of every field, but ``parsing_stride`` / ``parsing_field`` / ``identity_branch`` /
+        ``identity_branch_tokens`` only when they are not the defaults 2 / 1.0 / 0 / "all": weights without the parsing
+        refiner, context ring or identity branch stay readable by releases that predate the fields."""
         d = dataclasses.asdict(self)
         if d["model"]["parsing_stride"] == 2:
             del d["model"]["parsing_stride"]
@@ -90,6 +94,8 @@ class FaceAnalysisConfig:
             del d["model"]["parsing_field"]
         if d["model"]["identity_branch"] == 0:
             del d["model"]["identity_branch"]
+        if d["model"]["identity_branch_tokens"] == "all":
+            del d["model"]["identity_branch_tokens"]
         return json.dumps(d, sort_keys=True)
 
     @classmethod

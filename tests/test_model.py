@@ -200,3 +200,47 @@ def test_identity_branch_grows_the_model_without_changing_what_it_computes(tiny_
     plain, forked = FaceAnalysisConfig(), FaceAnalysisConfig(model=grown.cfg)
     assert "identity_branch" not in plain.to_json() and '"identity_branch": 1' in forked.to_json()
     assert FaceAnalysisConfig.from_json(forked.to_json()).model.identity_branch == 1
+
+
+def test_identity_branch_alone_carries_only_the_identity_token(tiny_model, batch):
+    """identity_branch_tokens="identity" runs the same branch tensors with the identity token alone: the
+    embedding changes (the token no longer attends to the others), no other output does, identity alone gives
+    what the full pass gives, the setting round-trips through the config JSON (and is omitted at its default),
+    the branch does less work, and a bad value raises FaceAnalysisError."""
+    import dataclasses
+
+    from faceanalysis import FaceAnalysisError
+    from faceanalysis.config import FaceAnalysisConfig
+
+    full = FaceModel(dataclasses.replace(tiny_model.cfg, identity_branch=1)).eval()
+    full.load_state_dict(tiny_model.state_dict(), strict=False)
+    full.grow_identity_branch()
+    light = FaceModel(dataclasses.replace(full.cfg, identity_branch_tokens="identity")).eval()
+    light.load_state_dict(full.state_dict())  # the same tensors
+    with torch.no_grad():
+        a, b, alone = full(batch), light(batch), light(batch, tasks=["identity"])
+    assert not torch.allclose(a["embedding"], b["embedding"], atol=1e-4)
+    torch.testing.assert_close(alone["embedding"], b["embedding"])
+    for k in a:
+        if k != "embedding":
+            assert torch.equal(a[k], b[k]), k
+    mid = torch.randn(2, light.image_pe.shape[1], light.cfg.embed_dim)
+    with torch.no_grad():
+        tok_full, _ = full.identity_branch(mid, full.task_tokens, full.image_pe)
+        tok_light, _ = light.identity_branch(mid, light.task_tokens, light.image_pe)
+    assert tok_full.shape == tok_light.shape == (2, 1, light.cfg.embed_dim)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    flops = []
+    for m in (full, light):
+        m.requires_grad_(False)  # FlopCounterMode wants parameters without grad (as benchmarks/model_bench.py)
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            m.identity_branch(mid, m.task_tokens, m.image_pe)
+        flops.append(fc.get_total_flops())
+    assert flops[1] < 0.8 * flops[0], flops
+    text = FaceAnalysisConfig(model=light.cfg).to_json()
+    assert '"identity_branch_tokens": "identity"' in text
+    assert FaceAnalysisConfig.from_json(text).model.identity_branch_tokens == "identity"
+    assert "identity_branch_tokens" not in FaceAnalysisConfig(model=full.cfg).to_json()
+    with pytest.raises(FaceAnalysisError, match="identity_branch_tokens"):
+        FaceModel(dataclasses.replace(full.cfg, identity_branch_tokens="some"))

@@ -106,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("weights", type=Path, help="a weights file (safetensors, config embedded)")
     p.add_argument("--vote-weights", default="0.5", metavar="W[,W...]", help="FER+ share(s) of the target, 0..1")
     p.add_argument("--l2", type=float, default=1e-3, help="pull toward the trained layer (default 1e-3)")
-    p.add_argument("--out-dir", type=Path, default=None, help="where to write the refitted weights (default: "
-                   "next to WEIGHTS)")
+    p.add_argument("--out-dir", type=Path, default=Path("runs/expression_refit"),
+                   help="where to write the refitted weights (default runs/expression_refit: never the weights' own "
+                        "folder, which for the shipped weights is the package's assets)")
     p.add_argument("--limit", type=int, default=None, help="only the first N images of each split (quick checks)")
     p.add_argument("--data-root", default="../shared/data")
     p.add_argument("--threads", type=int, default=1)
@@ -137,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     keep = train_t["weight"] >= 1
     rows = {"input": accuracies(x_val @ last.weight.detach().float().numpy().T + last.bias.detach().float().numpy(),
                                 val_t)}
-    out_dir = a.out_dir or a.weights.parent
+    out_dir = a.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
     for vw in vws:
         w, b = fit_last_layer(x_train[keep], soft_targets(train_t, vw)[keep], last.weight, last.bias, a.l2)
         rows[f"vote_weight {vw:g}"] = accuracies(x_val @ w.numpy().T + b.numpy(), val_t)

@@ -30,6 +30,11 @@ the frozen trunk's tokens where the branch forks off (``(T, D)`` float16 per vie
 views), and the branch and the head are fitted together on them. Written as ``OUT_DIR/<stem>_idbranch.safetensors`` /
 ``.json`` (``extra["identity_branch_refit"]``); every tensor outside ``identity_branch`` and ``heads.identity`` is
 copied, so every other output is bit-identical. 15 min per epoch on 2 threads of an AVX2 CPU (K = 2, batch 256).
+``--branch-tokens identity`` (stage 26) makes the branch's decoder carry the identity token alone
+(``ModelConfig.identity_branch_tokens``): the same tensors, less work per face, refitted the same way.
+
+Outputs go to ``--out-dir`` (default ``runs/identity_refit``, never the weights' own folder, which for the shipped
+weights is the package's assets).
 """
 from __future__ import annotations
 
@@ -118,11 +123,10 @@ class BranchEmbedding(torch.nn.Module):
         self.head = copy.deepcopy(model.heads["identity"]).float()
         self.register_buffer("task_tokens", model.task_tokens.detach().clone().float())
         self.register_buffer("image_pe", model.image_pe.detach().clone().float())
-        self.token = model.identity_token
 
     def forward(self, mid: torch.Tensor) -> torch.Tensor:
-        tokens, face = self.branch(mid.float(), self.task_tokens, self.image_pe)
-        return self.head(HeadInputs(tokens=tokens[:, self.token:self.token + 1], image=face, pixels=None))
+        token, face = self.branch(mid.float(), self.task_tokens, self.image_pe)
+        return self.head(HeadInputs(tokens=token, image=face, pixels=None))
 
 
 def embed(mlp: torch.nn.Module, x: np.ndarray, batch: int = 512) -> np.ndarray:
@@ -203,7 +207,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="0..depth (6 for the shipped model): > 0 grows an identity branch over the encoder's last "
                         "BRANCH blocks and the decoder (ModelConfig.identity_branch; see above) and fits it with the "
                         "head; weights that already have a branch refit it with the same BRANCH; 0: the head alone")
-    p.add_argument("--out-dir", type=Path, default=None, help="default: next to WEIGHTS")
+    p.add_argument("--branch-tokens", choices=("all", "identity"), default=None,
+                   help="the task tokens the branch's decoder carries (ModelConfig.identity_branch_tokens); 'identity' "
+                        "makes it carry the identity token alone (lighter; see model/identity_branch.py). Default: "
+                        "the weights' own setting")
+    p.add_argument("--out-dir", type=Path, default=Path("runs/identity_refit"), help="where the refitted weights go")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output of the same name")
     p.add_argument("--limit", type=int, default=None, help="only the first N images of each split (quick checks)")
     p.add_argument("--data-root", default=str(default_data_root()), help="the data pack")
@@ -231,8 +239,14 @@ def main(argv: list[str] | None = None) -> int:
         grown = FaceModel(dataclasses.replace(cfg.model, identity_branch=a.branch))
         _init_from(grown, a.weights)  # the trainer's --init: shared tensors loaded, the branch copied from them
         model, cfg = grown.eval(), dataclasses.replace(cfg, model=grown.cfg)
+    if a.branch_tokens is not None and a.branch_tokens != cfg.model.identity_branch_tokens:
+        if not a.branch:
+            raise FaceAnalysisError("--branch-tokens needs --branch (it sets how the identity branch runs)")
+        light = FaceModel(dataclasses.replace(cfg.model, identity_branch_tokens=a.branch_tokens))
+        light.load_state_dict(model.state_dict())  # the same tensors: only which tokens the branch carries changes
+        model, cfg = light.eval(), dataclasses.replace(cfg, model=light.cfg)
     features = branch_inputs if a.branch else head_inputs
-    out_dir = a.out_dir or a.weights.parent
+    out_dir = a.out_dir
     kind = "idbranch" if a.branch else "idrefit"
     path = out_dir / f"{a.weights.stem}_{kind}.safetensors"
     if path.exists() and not a.overwrite:  # checked before the features: they take minutes

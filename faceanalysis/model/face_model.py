@@ -40,6 +40,9 @@ class FaceModel(nn.Module):
                                     f"got {cfg.identity_branch!r}")
         if cfg.identity_branch and "identity" not in cfg.tasks:
             raise FaceAnalysisError("model config: identity_branch > 0 needs the identity task")
+        if cfg.identity_branch_tokens not in ("all", "identity"):
+            raise FaceAnalysisError("model config: identity_branch_tokens must be 'all' or 'identity', "
+                                    f"got {cfg.identity_branch_tokens!r}")
         self.cfg = cfg
         self.tasks = get_tasks(cfg.tasks)
         d = cfg.embed_dim
@@ -58,11 +61,13 @@ class FaceModel(nn.Module):
         # registered last, so a model grown from stride-2 weights keeps their parameter order (optimiser state)
         self.parsing_refiner = (ParsingRefiner(pixel_dim=cfg.pixel_dim)
                                 if cfg.parsing_stride == 1 and "parsing" in cfg.tasks else None)
-        self.identity_branch = (IdentityBranch(self.encoder.vit.blocks[self.fork:], self.encoder.vit.norm,
-                                               self.decoder) if cfg.identity_branch else None)
         names = [t.name for t in self.tasks]
-        #: index of the identity token among the task tokens (the branch's decoder returns all of them)
+        #: index of the identity token among the task tokens
         self.identity_token = sum(self.token_counts[:names.index("identity")]) if "identity" in names else None
+        self.identity_branch = (IdentityBranch(self.encoder.vit.blocks[self.fork:], self.encoder.vit.norm,
+                                               self.decoder, self.identity_token,
+                                               alone=cfg.identity_branch_tokens == "identity")
+                                if cfg.identity_branch else None)
 
     @property
     def fork(self) -> int:
@@ -90,7 +95,7 @@ class FaceModel(nn.Module):
         shared = not branch or wanted is None or bool(wanted & {t.name for t in self.tasks} - {"identity"})
         if branch:
             mid, skips = self.encoder.trunk(x, self.fork)
-            id_tokens, id_face = self.identity_branch(mid, self.task_tokens, self.image_pe)
+            id_token, id_face = self.identity_branch(mid, self.task_tokens, self.image_pe)
             face = self.encoder.tail(mid, self.fork) if shared else id_face
         else:
             face, skips = self.encoder(x)
@@ -98,10 +103,9 @@ class FaceModel(nn.Module):
         tokens = self.task_tokens.expand(b, -1, -1)
         if shared:
             tokens, face = self.decoder(tokens, face, self.task_tokens, self.image_pe)
-        if branch:  # identity reads the branch's tokens; the other tasks the shared ones
+        if branch:  # identity reads the branch's token; the other tasks the shared ones (unread when not wanted)
             lo = self.identity_token
-            tokens = torch.cat([tokens[:, :lo], id_tokens[:, lo:lo + 1], tokens[:, lo + 1:]], dim=1) if shared \
-                else id_tokens
+            tokens = torch.cat([tokens[:, :lo], id_token, tokens[:, lo + 1:]], dim=1)
         needs_pixels = any(t.name in ("parsing", "landmarks") and (wanted is None or t.name in wanted)
                            for t in self.tasks)
         pixels = None

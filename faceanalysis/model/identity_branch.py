@@ -8,6 +8,11 @@ Grown from weights without a branch (:meth:`IdentityBranch.copy_from`), the copi
 so the model's answers are unchanged until the branch is trained (``weights/refit_identity_head.py --branch``).
 A multi-task design in the manner of task-specific late sub-networks (e.g. SwinFace's per-task subnets, Qin et al.,
 TCSVT 2023).
+
+Only the branch's identity token is read. With ``alone`` (``ModelConfig.identity_branch_tokens = "identity"``) the
+branch's decoder carries that token alone instead of every task token: the same layers and weights, about 0.1 of the
+model's GMACs fewer (``benchmarks/identity_branch_light.md``), but the token no longer attends to the other tasks' tokens,
+so its answers change until the branch is refitted.
 """
 from __future__ import annotations
 
@@ -20,11 +25,15 @@ from torch import nn
 class IdentityBranch(nn.Module):
     """Copies of the last ``len(blocks)`` encoder blocks, the encoder's final norm and the two-way decoder."""
 
-    def __init__(self, blocks: nn.Sequential, norm: nn.Module, decoder: nn.Module) -> None:
+    def __init__(self, blocks: nn.Sequential, norm: nn.Module, decoder: nn.Module, token: int,
+                 alone: bool = False) -> None:
+        """``token``: the identity token's index among the task tokens; ``alone``: the decoder carries it alone."""
         super().__init__()
         self.blocks = copy.deepcopy(blocks)
         self.norm = copy.deepcopy(norm)
         self.decoder = copy.deepcopy(decoder)
+        self.token = token
+        self.alone = alone
 
     def copy_from(self, blocks: nn.Sequential, norm: nn.Module, decoder: nn.Module) -> None:
         """Load the shared layers' weights into the branch (growing a branch on trained weights)."""
@@ -34,7 +43,10 @@ class IdentityBranch(nn.Module):
 
     def forward(self, mid: torch.Tensor, task_tokens: torch.Tensor, image_pe: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``mid`` ``(B, N, D)``: face tokens where the branch forks off. Returns the branch's decoded task tokens
-        ``(B, T, D)`` and face tokens ``(B, N, D)``."""
+        """``mid`` ``(B, N, D)``: face tokens where the branch forks off; ``task_tokens`` ``(1, T, D)``. Returns the
+        branch's decoded identity token ``(B, 1, D)`` and face tokens ``(B, N, D)``."""
         face = self.norm(self.blocks(mid))
-        return self.decoder(task_tokens.expand(mid.shape[0], -1, -1), face, task_tokens, image_pe)
+        i = self.token
+        pe = task_tokens[:, i:i + 1] if self.alone else task_tokens
+        tokens, face = self.decoder(pe.expand(mid.shape[0], -1, -1), face, pe, image_pe)
+        return (tokens if self.alone else tokens[:, i:i + 1]), face
