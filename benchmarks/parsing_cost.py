@@ -1,7 +1,8 @@
 """What a model change costs, in one run: the full-resolution parsing maps (``ModelConfig.parsing_stride`` 1, the
 parsing refiner; ``benchmarks/parsing_cost_refiner.md``), the parsing context ring (``ModelConfig.parsing_field`` > 1;
-``benchmarks/parsing_cost_ring.md``) or the identity branch (``ModelConfig.identity_branch`` > 0;
-``benchmarks/identity_branch_cost.md``):
+``benchmarks/parsing_cost_ring.md``), the identity branch (``ModelConfig.identity_branch`` > 0;
+``benchmarks/identity_branch_cost.md``) or its lighter form (``identity_branch_tokens`` "identity";
+``benchmarks/identity_branch_light.md``):
 
     python benchmarks/parsing_cost.py --before OLD.safetensors --before-tflite OLD.int8.tflite \
         [--after faceanalysis/assets/faceanalysis_s128.safetensors] [--after-tflite weights/export/...int8.tflite] \
@@ -84,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{m[1].model.parsing_stride} ({s // m[1].model.parsing_stride})" for m in models]
     rows["parsing field (crop sides)"] = [f"{m[1].model.parsing_field:g}" for m in models]
     rows["identity branch (encoder blocks + decoder copied)"] = [
-        f"{m[1].model.identity_branch} + decoder" if m[1].model.identity_branch else "none" for m in models]
+        (f"{m[1].model.identity_branch} + decoder"
+         + (" (identity token alone)" if m[1].model.identity_branch_tokens == "identity" else ""))
+        if m[1].model.identity_branch else "none" for m in models]
     n_params = [sum(p.numel() for p in m[0].parameters()) for m in models]
     rows["parameters (M)"] = [f"{n / 1e6:.4f}" for n in n_params]
     g = [_gmacs(m[0], s) for m in models]
