@@ -376,8 +376,11 @@ def test_refit_identity_head_changes_only_the_identity_head(tiny_weights, data_r
 
 def test_refit_identity_branch_grows_and_fits_only_the_branch(tiny_weights, data_root, tmp_path):
     """refit_identity_head.py --branch 1: the weights gain an identity branch (ModelConfig.identity_branch 1), the fit
-    changes only the branch and the identity head, and every other output stays bit-identical to the input's."""
+    changes only the branch and the identity head, and every other output stays bit-identical to the input's; with
+    --branch-tokens identity the branch is refitted in its lighter form."""
     import importlib.util
+
+    from faceanalysis import FaceAnalysisError
     from pathlib import Path
 
     from safetensors.torch import load_file
@@ -403,6 +406,17 @@ def test_refit_identity_branch_grows_and_fits_only_the_branch(tiny_weights, data
     with torch.no_grad():
         a, b = old(x), new(x)
     assert all(torch.equal(a[k], b[k]) for k in a if k != "embedding")
+    # --branch-tokens identity refits the written branch in its lighter form (stage 26) and says so in the config;
+    # it is refused without --branch (checked before any feature is computed)
+    light_dir = tmp_path / "light"
+    assert mod.main([str(path), "--branch", "1", "--branch-tokens", "identity", "--limit", "20", "--epochs", "1",
+                     "--batch", "16", "--out-dir", str(light_dir), "--data-root", str(data_root)]) == 0
+    light = light_dir / f"{path.stem}_idbranch.safetensors"
+    assert read_config(light).model.identity_branch_tokens == "identity"
+    assert set(load_file(str(light))) == set(after)  # the same tensors; only how the branch runs changed
+    with pytest.raises(FaceAnalysisError, match="--branch-tokens needs --branch"):
+        mod.main([str(path), "--branch-tokens", "identity", "--out-dir", str(tmp_path / "no"),
+                  "--data-root", str(data_root)])
 
 
 def test_init_grows_and_drops_the_identity_branch(tiny_weights, tmp_path):
