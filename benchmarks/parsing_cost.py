@@ -1,8 +1,7 @@
 """What a model change costs, in one run: the full-resolution parsing maps (``ModelConfig.parsing_stride`` 1, the
 parsing refiner; ``benchmarks/parsing_cost_refiner.md``), the parsing context ring (``ModelConfig.parsing_field`` > 1;
-``benchmarks/parsing_cost_ring.md``), the identity branch (``ModelConfig.identity_branch`` > 0;
-``benchmarks/identity_branch_cost.md``) or its lighter form (``identity_branch_tokens`` "identity";
-``benchmarks/identity_branch_light.md``):
+``benchmarks/parsing_cost_ring.md``) or the identity branch (``ModelConfig.identity_branch`` > 0, in either
+``identity_branch_tokens`` form; ``benchmarks/identity_branch_cost.md``):
 
     python benchmarks/parsing_cost.py --before OLD.safetensors --before-tflite OLD.int8.tflite \
         [--after faceanalysis/assets/faceanalysis_s128.safetensors] [--after-tflite weights/export/...int8.tflite] \
