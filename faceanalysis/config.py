@@ -65,8 +65,9 @@ class ModelConfig:
     #: and of the two-way decoder (``model/identity_branch.py``); 0: identity shares every layer with the other tasks
     identity_branch: int = 0
     #: which task tokens the identity branch's decoder carries: ``"all"`` (every task token, as the shared decoder;
-    #: stages 23-25) or ``"identity"`` (the identity token alone: the only one the branch's output is read for, so its
-    #: decoder's token-side work shrinks about 90-fold; the identity token then no longer attends to the others)
+    #: the shipped weights) or ``"identity"`` (the identity token alone, the only one the branch's output is read
+    #: for: the decoder's token-side work shrinks about 90-fold, but the token no longer attends to the others, and
+    #: refitted it stayed short of the full branch: the model card's stage 26)
     identity_branch_tokens: str = "all"
     embedding_dim: int = 128
     age_bins: int = 101  # ages 0..100
