@@ -414,9 +414,10 @@ def test_refit_identity_branch_grows_and_fits_only_the_branch(tiny_weights, data
     light = light_dir / f"{path.stem}_idbranch.safetensors"
     assert read_config(light).model.identity_branch_tokens == "identity"
     assert set(load_file(str(light))) == set(after)  # the same tensors; only how the branch runs changed
-    with pytest.raises(FaceAnalysisError, match="--branch-tokens needs --branch"):
-        mod.main([str(path), "--branch-tokens", "identity", "--out-dir", str(tmp_path / "no"),
-                  "--data-root", str(data_root)])
+    for tokens in ("identity", "all"):  # "all" is the weights' own setting: refused all the same, not ignored
+        with pytest.raises(FaceAnalysisError, match="--branch-tokens needs --branch"):
+            mod.main([str(path), "--branch-tokens", tokens, "--out-dir", str(tmp_path / "no"),
+                      "--data-root", str(data_root)])
 
 
 def test_init_grows_and_drops_the_identity_branch(tiny_weights, tmp_path):

@@ -239,9 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         grown = FaceModel(dataclasses.replace(cfg.model, identity_branch=a.branch))
         _init_from(grown, a.weights)  # the trainer's --init: shared tensors loaded, the branch copied from them
         model, cfg = grown.eval(), dataclasses.replace(cfg, model=grown.cfg)
+    if a.branch_tokens is not None and not a.branch:
+        raise FaceAnalysisError("--branch-tokens needs --branch (it sets how the identity branch runs)")
     if a.branch_tokens is not None and a.branch_tokens != cfg.model.identity_branch_tokens:
-        if not a.branch:
-            raise FaceAnalysisError("--branch-tokens needs --branch (it sets how the identity branch runs)")
         light = FaceModel(dataclasses.replace(cfg.model, identity_branch_tokens=a.branch_tokens))
         light.load_state_dict(model.state_dict())  # the same tensors: only which tokens the branch carries changes
         model, cfg = light.eval(), dataclasses.replace(cfg, model=light.cfg)
