@@ -132,11 +132,18 @@ def to_torch(targets: dict[str, dict[str, np.ndarray]], device: str) -> dict[str
 
 def compute_losses(model: FaceModel, images: torch.Tensor, targets, tasks: list[Task], weights: dict[str, float],
                    amp: bool) -> tuple[torch.Tensor, dict[str, float]]:
+    """The weighted sum of the task losses on one batch, and each task's loss for the log.
+
+    A task of weight 0 is not run at all (its loss would add nothing and the model skips its layers: a stage that
+    freezes identity saves the identity branch's forward pass), so it is absent from the log."""
     dev_type = "cuda" if images.is_cuda else "cpu"
+    tasks = [t for t in tasks if weights.get(t.name, 1.0) != 0]
+    if not tasks:
+        raise FaceAnalysisError("task_weights: every task has weight 0, nothing to train")
     rows = [r for t in tasks if (r := t.fine_rows(targets[t.name])) is not None]
     fine_rows = torch.unique(torch.cat(rows)) if rows else None
     with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=amp):
-        raw = model(images, raw=True, fine_rows=fine_rows)
+        raw = model(images, tasks=[t.name for t in tasks], raw=True, fine_rows=fine_rows)
     raw = {k: v.float() for k, v in raw.items()}
     total = torch.zeros((), device=images.device)
     logs = {}
@@ -290,6 +297,8 @@ def train(cfg: TrainConfig, data_root: str | Path, out: str | Path, device: str 
     """Run training; returns the path of the final fp16 weights (EMA)."""
     if cfg.online_teacher not in ("", "sface"):
         raise FaceAnalysisError(f"online_teacher must be 'sface' or empty, got {cfg.online_teacher!r}")
+    if not any(cfg.task_weights.get(t, 1.0) != 0 for t in cfg.model.tasks):
+        raise FaceAnalysisError("task_weights: every task has weight 0, nothing to train")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:

@@ -450,3 +450,37 @@ def test_init_grows_and_drops_the_identity_branch(tiny_weights, tmp_path):
     assert all(torch.equal(a[k], c[k]) for k in a)  # the fp16 file holds the same shared tensors
     with pytest.raises(FaceAnalysisError, match="identity_branch"):
         _init_from(FaceModel(dataclasses.replace(cfg.model, identity_branch=2)), forked)
+
+
+def test_a_task_of_weight_zero_is_not_run(tiny_weights, data_root):
+    """``compute_losses`` skips a task whose weight is 0: the model is asked for the other tasks only (so a stage that
+    freezes identity does not run the identity branch), the log leaves it out, and the total is unchanged."""
+    from faceanalysis.data.batches import AugmentConfig, MixtureSampler
+    from faceanalysis.data.sources import load_source
+    from faceanalysis.errors import FaceAnalysisError
+    from faceanalysis.preprocess import to_tensor
+    from faceanalysis.tasks import get_tasks
+    from faceanalysis.train import compute_losses, to_torch
+
+    model, cfg = load_model(tiny_weights)
+    tasks = [t.for_model(cfg.model) for t in get_tasks(cfg.model.tasks)]
+    sources = {"celeba_attr": load_source("celeba_attr", "val", data_root),
+               "celebamask_mini": load_source("celebamask_mini", "val", data_root)}
+    tasks = [t.fit(sources) for t in tasks]
+    sampler = MixtureSampler(sources, {"celeba_attr": 0.5, "celebamask_mini": 0.5}, tasks, cfg.preprocess, 8, 0,
+                             AugmentConfig())
+    images, targets = sampler.next()
+    x, tg = to_tensor(images, cfg.preprocess), to_torch(targets, "cpu")
+    asked = []
+    forward = model.forward
+    model.forward = lambda *a, **k: (asked.append(k.get("tasks")), forward(*a, **k))[1]
+    weights = {t.name: 1.0 for t in tasks}
+    torch.manual_seed(0)
+    full, full_logs = compute_losses(model, x, tg, tasks, weights, False)
+    torch.manual_seed(0)
+    part, part_logs = compute_losses(model, x, tg, tasks, {**weights, "identity": 0.0}, False)
+    assert "identity" in asked[0] and "identity" not in asked[1] and set(asked[1]) == set(weights) - {"identity"}
+    assert part_logs == {k: v for k, v in full_logs.items() if k != "identity"}
+    assert float(part.detach()) == pytest.approx(float(full.detach()) - full_logs["identity"], rel=1e-5)
+    with pytest.raises(FaceAnalysisError, match="every task has weight 0"):
+        compute_losses(model, x, tg, tasks, {t.name: 0.0 for t in tasks}, False)

@@ -102,7 +102,7 @@ def fit_last_layer(x: np.ndarray, y: np.ndarray, weight: torch.Tensor, bias: tor
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0].rstrip(":") + ".")
     p.add_argument("weights", type=Path, help="a weights file (safetensors, config embedded)")
     p.add_argument("--vote-weights", default="0.5", metavar="W[,W...]", help="FER+ share(s) of the target, 0..1")
     p.add_argument("--l2", type=float, default=1e-3, help="pull toward the trained layer (default 1e-3)")
