@@ -154,7 +154,7 @@ class FaceAnalyzer:
         batch_size: faces per model call.
         tta: test-time augmentation. ``None`` (default): one pass per face. ``"flip"``: each face also runs
             mirrored and the two answers are combined per task (:class:`faceanalysis.runtime.FlipAveraged`): about
-            1.9-2.5x the model time, and the gain and cost are in the model card. :meth:`verify` then uses the
+            1.8-2.5x the model time, and the gain and cost are in the model card. :meth:`verify` then uses the
             threshold calibrated with the flip (stored with the weights' calibration).
         parsing_ring: with weights that have the parsing context ring (``ModelConfig.parsing_field`` > 1, the
             shipped ones), ``Face.parsing`` covers the wider field: hair, neck and cloth past the aligned crop's

@@ -11,7 +11,7 @@ from typing import Any
 #: :func:`faceanalysis.runtime.with_tta` applies them
 TTA_MODES = ("flip",)
 #: the ``--tta`` help text shared by the commands that take it
-TTA_HELP = ("test-time augmentation: 'flip' also runs each face mirrored and combines the two answers (about 1.9-2.5x "
+TTA_HELP = ("test-time augmentation: 'flip' also runs each face mirrored and combines the two answers (about 1.8-2.5x "
             "the model time per face; more accurate, benchmarks/tta.md); default: one pass")
 
 

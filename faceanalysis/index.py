@@ -520,7 +520,7 @@ def add_index_parser(sub: Any) -> None:
     def tta(q: argparse.ArgumentParser) -> None:
         q.add_argument("--tta", default=None, choices=list(TTA_MODES),
                        help="test-time augmentation (default: none, one pass): flip averages each face's embedding "
-                            "with its mirror's (about 1.9-2.5x the model time, better matches; benchmarks/tta.md). A "
+                            "with its mirror's (about 1.8-2.5x the model time, better matches; benchmarks/tta.md). A "
                             "database built with --tta flip must be added to and searched with --tta flip (anything "
                             "else is refused)")
 

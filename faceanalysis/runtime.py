@@ -104,7 +104,7 @@ class FlipAveraged:
     each task maps the mirror's outputs back into the crop's frame (:meth:`~faceanalysis.tasks.base.Task.unflip`:
     landmark x and the left/right point order, yaw and roll signs, the parsing map and its l_/r_ classes) and
     combines the two views (:meth:`~faceanalysis.tasks.base.Task.combine`: the mean; identity L2-normalises it
-    again). Two model calls per batch (1.9-2.5x the model time per face, benchmarks/tta.md); same inputs and
+    again). Two model calls per batch (1.8-2.5x the model time per face, benchmarks/tta.md); same inputs and
     output names as ``runner``."""
 
     def __init__(self, runner: Runner, tasks: list) -> None:

@@ -377,9 +377,10 @@ def train(cfg: TrainConfig, data_root: str | Path, out: str | Path, device: str 
             g["lr"] = lr_at(step, cfg)
         loss, logs = compute_losses(model, x, tg, tasks, cfg.task_weights, amp)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        if loss.requires_grad:  # a batch without a label for any task of non-zero weight has nothing to learn from
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
         ema.update_parameters(model)
         step += 1
         logs["total"] = float(loss.detach())

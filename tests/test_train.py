@@ -474,13 +474,15 @@ def test_a_task_of_weight_zero_is_not_run(tiny_weights, data_root):
     asked = []
     forward = model.forward
     model.forward = lambda *a, **k: (asked.append(k.get("tasks")), forward(*a, **k))[1]
-    weights = {t.name: 1.0 for t in tasks}
+    weights = {t.name: 1.0 + 0.5 * i for i, t in enumerate(tasks)}  # distinct, so the weighting is checked too
     torch.manual_seed(0)
     full, full_logs = compute_losses(model, x, tg, tasks, weights, False)
     torch.manual_seed(0)
     part, part_logs = compute_losses(model, x, tg, tasks, {**weights, "identity": 0.0}, False)
     assert "identity" in asked[0] and "identity" not in asked[1] and set(asked[1]) == set(weights) - {"identity"}
     assert part_logs == {k: v for k, v in full_logs.items() if k != "identity"}
-    assert float(part.detach()) == pytest.approx(float(full.detach()) - full_logs["identity"], rel=1e-5)
+    assert float(part.detach()) == pytest.approx(sum(weights[k] * v for k, v in part_logs.items()), rel=1e-5)
+    assert float(part.detach()) == pytest.approx(float(full.detach()) - weights["identity"] * full_logs["identity"],
+                                                 rel=1e-5)
     with pytest.raises(FaceAnalysisError, match="every task has weight 0"):
         compute_losses(model, x, tg, tasks, {t.name: 0.0 for t in tasks}, False)
